@@ -1,0 +1,35 @@
+"""Reading the datalists ``fracseg prepare`` writes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fracseg.errors import DatasetError
+
+
+def load_datalist(path: str | Path, keys: str | Sequence[str] = "training") -> list[dict[str, Any]]:
+    """Return the items under one or more top-level keys of a datalist JSON, concatenated in order.
+
+    Unlike ``monai.data.load_decathlon_datalist`` this accepts several keys (e.g. ``["training",
+    "negatives_train"]`` for fractured images plus negatives) and names the file and key on errors.
+    Relative ``image``/``label`` paths are resolved against the datalist's folder.
+    """
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read datalist ({exc})") from None
+    items: list[dict[str, Any]] = []
+    for key in [keys] if isinstance(keys, str) else list(keys):
+        if key not in content or not isinstance(content[key], list):
+            raise DatasetError(f"{path}: no list {key!r} (has {', '.join(sorted(content))})")
+        for item in content[key]:
+            item = dict(item)
+            for field in ("image", "label"):
+                if field in item and not Path(item[field]).is_absolute():
+                    item[field] = str(path.parent / item[field])
+            items.append(item)
+    return items

@@ -1,0 +1,43 @@
+"""Result writers: binary mask PNG and overlay PNG (atomic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from fracseg.io import atomic_path
+from fracseg.transforms.intensity import normalize_intensity
+
+#: Overlay colours (RGB): fill and outline of the predicted fracture.
+FILL_RGB = np.array([255, 40, 40], dtype=np.float32)
+OUTLINE_RGB = np.array([255, 230, 0], dtype=np.uint8)
+
+
+def write_mask_png(path: str | Path, mask: np.ndarray) -> None:
+    """Write a ``(H, W)`` boolean/0-1 mask as uint8 PNG with 0 background and 255 fracture."""
+    out = (np.asarray(mask) > 0).astype(np.uint8) * 255
+    with atomic_path(path) as tmp:
+        Image.fromarray(out, mode="L").save(tmp, format="PNG")
+
+
+def overlay_rgb(image: np.ndarray, mask: np.ndarray, alpha: float = 0.35) -> np.ndarray:
+    """Grey X-ray (any range) with the mask filled semi-transparent red and outlined in yellow."""
+    grey = np.asarray(normalize_intensity(np.asarray(image, dtype=np.float32))) * 255.0
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    m = np.asarray(mask) > 0
+    rgb[m] = (1 - alpha) * rgb[m] + alpha * FILL_RGB
+    out = rgb.clip(0, 255).astype(np.uint8)
+    if m.any():
+        width = max(1, round(max(m.shape) / 400))
+        outline = m & ~ndimage.binary_erosion(m, iterations=width)
+        out[outline] = OUTLINE_RGB
+    return out
+
+
+def write_overlay_png(path: str | Path, image: np.ndarray, mask: np.ndarray) -> None:
+    """Write :func:`overlay_rgb` as PNG."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(overlay_rgb(image, mask), mode="RGB").save(tmp, format="PNG")

@@ -1,0 +1,111 @@
+"""One predictor: file in, fracture probability map and mask (at the input's displayed size) out."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose, Invertd
+
+from fracseg.errors import find_fracseg_error
+from fracseg.networks import build_generator, with_empty_guidance
+from fracseg.transforms import DEFAULT_SPATIAL_SIZE, letterbox_transforms, loading_transforms
+
+logger = logging.getLogger(__name__)
+
+#: Where the shipped generator weights live, relative to the repository root.
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "bundle"
+DEFAULT_WEIGHTS = DEFAULT_BUNDLE / "models" / "model.pt"
+
+
+@dataclass
+class Prediction:
+    """Result for one image.
+
+    Attributes:
+        image: the input X-ray at its displayed size, ``(H, W)`` float32 in [0, 1].
+        probability: fracture probability ``(H, W)`` float32.
+        mask: ``(H, W)`` bool, ``probability >= threshold``.
+        fracture_score: the highest fracture probability in the image (0..1).
+        meta: reader metadata (``XrayMeta.to_dict()`` plus MONAI keys).
+    """
+
+    image: np.ndarray
+    probability: np.ndarray
+    mask: np.ndarray
+    fracture_score: float
+    meta: dict[str, Any]
+
+
+class Predictor:
+    """Load the generator once, then predict files one at a time.
+
+    Args:
+        weights: checkpoint with the generator state dict under key ``model`` (or a bare state dict);
+            ``None`` or a missing file gives an untrained, seeded generator and a loud warning.
+        device: torch device string.
+        spatial_size: letterbox side used by the pre-processing (must match training).
+        threshold: probability threshold for the mask.
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = DEFAULT_WEIGHTS,
+        device: str = "cpu",
+        spatial_size: int = DEFAULT_SPATIAL_SIZE,
+        threshold: float = 0.5,
+    ) -> None:
+        self.device = torch.device(device)
+        self.threshold = threshold
+        torch.manual_seed(0)
+        self.network = build_generator()
+        self.trained = False
+        if weights is not None and Path(weights).exists():
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            state = state.get("model", state) if isinstance(state, dict) else state
+            self.network.load_state_dict({k: v.float() for k, v in state.items()})
+            self.trained = True
+            logger.info("generator weights: %s", weights)
+        else:
+            logger.warning(
+                "no trained weights at %s: using an UNTRAINED generator (seed 0); masks are not meaningful",
+                weights,
+            )
+        self.network.to(self.device).eval()
+        # Same chain as training (fracseg.transforms.preprocessing), split so the full-size normalised
+        # image stays available for the overlay.
+        self.load = Compose(loading_transforms())
+        self.letterbox = Compose(letterbox_transforms(spatial_size=spatial_size))
+        self.invert = Invertd(keys="pred", transform=self.letterbox, orig_keys="image", nearest_interp=False)
+
+    @torch.inference_mode()
+    def predict(self, path: str | os.PathLike[str]) -> Prediction:
+        """Predict one file. Raises :class:`fracseg.errors.ImageReadError` for unreadable input."""
+        try:
+            loaded = self.load({"image": os.fspath(path)})
+        except RuntimeError as exc:  # MONAI wraps transform errors; surface the reader's message
+            cause = find_fracseg_error(exc)
+            if cause is None:
+                raise
+            raise cause from None
+        original = np.asarray(loaded["image"].as_tensor()[0], dtype=np.float32)
+        data = self.letterbox(dict(loaded))
+        image: MetaTensor = data["image"]
+        batch = with_empty_guidance(image.as_tensor()[None].to(self.device))
+        prob = torch.sigmoid(self.network(batch))[0].float().cpu()
+        data["pred"] = MetaTensor(prob, meta=image.meta, applied_operations=image.applied_operations)
+        restored = self.invert(data)["pred"]
+        probability = np.asarray(restored.as_tensor()[0], dtype=np.float32).clip(0.0, 1.0)
+        return Prediction(
+            image=original,
+            probability=probability,
+            mask=probability >= self.threshold,
+            fracture_score=float(probability.max()) if probability.size else 0.0,
+            meta=dict(image.meta),
+        )

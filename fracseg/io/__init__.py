@@ -1,0 +1,26 @@
+"""Readers and writers: files in, 2D X-ray arrays plus metadata out."""
+
+from fracseg.io.atomic import atomic_path, write_bytes_atomic, write_json_atomic, write_text_atomic
+from fracseg.io.dicom import read_dicom
+from fracseg.io.limits import DEFAULT_MAX_PIXELS
+from fracseg.io.meta import ImageFormat, XrayImage, XrayMeta
+from fracseg.io.raster import read_raster
+from fracseg.io.reader import SUPPORTED_SUFFIXES, is_supported_file, read_xray
+from fracseg.io.volume import read_volume
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "SUPPORTED_SUFFIXES",
+    "ImageFormat",
+    "XrayImage",
+    "XrayMeta",
+    "atomic_path",
+    "is_supported_file",
+    "read_dicom",
+    "read_raster",
+    "read_volume",
+    "read_xray",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_text_atomic",
+]

@@ -1,0 +1,22 @@
+"""Shared fixtures for the fracseg test suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+#: Repository root (this file is ``<root>/tests/conftest.py``).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only shared data folder, ``../shared/data`` relative to the repository root.
+
+    CI always provides it, so a missing folder is a failure, not a skip.
+    """
+    root = REPO_ROOT.parent / "shared" / "data"
+    if not root.is_dir():
+        pytest.fail(f"shared data folder not found at {root} (expected ../shared/data beside the repository)")
+    return root

@@ -1,0 +1,81 @@
+"""The README's main job: ``fracseg infer`` over the bundled samples and the shared CR DICOMs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fracseg.inference.batch import CSV_COLUMNS
+from fracseg.io import read_xray
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fracseg", "infer", *args, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+
+
+def test_main_job_on_samples_and_shared_dicoms(tmp_path, shared_data) -> None:
+    inputs = tmp_path / "in"
+    shutil.copytree(REPO / "data" / "samples", inputs / "samples")
+    shutil.copytree(shared_data / "dicom", inputs / "pacs" / "a")
+    # The same file name in two folders must not collide.
+    shutil.copy(shared_data / "dicom" / "CR-MONO1-10-chest.dcm", inputs / "pacs" / "CR-MONO1-10-chest.dcm")
+    (inputs / "pacs" / "broken.dcm").write_bytes(b"\x00" * 64 + b"garbage")
+    out = tmp_path / "out"
+    proc = _run(str(inputs), str(REPO / "data" / "samples" / "IMG0004068.jpg"), "--output", str(out))
+    assert proc.returncode == 1, proc.stderr  # one bad file -> non-zero exit, batch completed
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert tuple(rows[0].keys()) == CSV_COLUMNS
+    by_image = {
+        Path(r["image"]).relative_to(inputs).as_posix() if str(inputs) in r["image"] else r["image"]: r
+        for r in rows
+    }
+    assert len(rows) == 10
+    bad = by_image["pacs/broken.dcm"]
+    assert "broken.dcm" in bad["error"] and bad["fracture_score"] == ""
+    good = [r for r in rows if not r["error"]]
+    assert len(good) == 9
+    for row in good:
+        src = Path(row["image"])
+        rel = src.relative_to(inputs) if str(inputs) in str(src) else Path(src.name)
+        stem = src.name[: -len(src.suffix)] if src.suffix else src.name
+        mask_path = out / rel.parent / f"{stem}_mask.png"
+        overlay_path = out / rel.parent / f"{stem}_overlay.png"
+        mask = np.asarray(Image.open(mask_path))
+        h, w = read_xray(src).array.shape
+        assert mask.shape == (h, w) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+        assert Image.open(overlay_path).size == (w, h) and Image.open(overlay_path).mode == "RGB"
+        assert int(row["mask_pixels"]) == int((mask == 255).sum())
+        assert 0.0 <= float(row["fracture_score"]) <= 1.0
+    assert (out / "pacs" / "a" / "CR-MONO1-10-chest_mask.png").exists()
+    assert (out / "pacs" / "CR-MONO1-10-chest_mask.png").exists()
+    assert (out / "IMG0004068_mask.png").exists()  # a file input goes straight into the output folder
+    exif = np.asarray(Image.open(out / "samples" / "IMG0002628_mask.png"))
+    assert exif.shape == (373, 454)  # EXIF-upright frame
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 10 and summary["failed"] == 1
+    assert not list(out.rglob("*.tmp*"))
+
+
+def test_same_input_same_mask(tmp_path) -> None:
+    sample = str(REPO / "data" / "samples" / "IMG0003766_CR.dcm")
+    assert _run(sample, "--output", str(tmp_path / "a")).returncode == 0
+    assert _run(sample, "--output", str(tmp_path / "b")).returncode == 0
+    a = (tmp_path / "a" / "IMG0003766_CR_mask.png").read_bytes()
+    assert a == (tmp_path / "b" / "IMG0003766_CR_mask.png").read_bytes()

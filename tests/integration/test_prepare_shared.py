@@ -1,0 +1,89 @@
+"""End to end: ``fracseg prepare fracatlas`` on the shared FracAtlas development subset."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.integration
+
+TRUNCATED = {
+    "IMG0004130",
+    "IMG0004143",
+    "IMG0004169",
+    "IMG0004228",
+    "IMG0004263",
+    "IMG0004279",
+    "IMG0004286",
+    "IMG0004291",
+    "IMG0004297",
+}
+
+
+@pytest.fixture(scope="module")
+def prepared(shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fracseg",
+            "prepare",
+            "fracatlas",
+            str(shared_data / "fracatlas"),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stdout
+
+
+def test_summary_counts(prepared) -> None:
+    out, stdout = prepared
+    assert "fractured images: 656 (training 574, validation 82)" in stdout
+    assert "negatives: 591 usable" in stdout
+    assert "unreadable files: 9" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert {u["image_id"] for u in report["unreadable"]} == TRUNCATED
+    assert report["counts"]["polygons"] == 855
+    assert report["size_mismatches"] == [] and report["missing_images"] == []
+
+
+def test_datalist_matches_official_split_files(prepared, shared_data) -> None:
+    out, _ = prepared
+    dl = json.loads((out / "datalist.json").read_text())
+    split = shared_data / "fracatlas" / "Utilities" / "Fracture Split"
+    for key, name in (("training", "train.csv"), ("validation", "valid.csv")):
+        ids = {
+            line.strip().removesuffix(".jpg") for line in (split / name).read_text().splitlines()[1:] if line
+        }
+        assert {e["image_id"] for e in dl[key]} == ids
+    assert "test" not in dl  # withheld in the development subset
+    assert not {e["image_id"] for e in dl["negatives"]} & TRUNCATED
+    assert len(dl["negatives_train"]) + len(dl["negatives_valid"]) == len(dl["negatives"]) == 591
+
+
+def test_masks_match_image_sizes_including_exif_rotated(prepared, shared_data) -> None:
+    out, _ = prepared
+    content = json.loads((out / "datalist.json").read_text())
+    dl = {e["image_id"]: e for e in content["training"] + content["validation"]}
+    for image_id in ("IMG0002628", "IMG0002588"):  # EXIF orientation 8 and 3
+        entry = dl[image_id]
+        mask = np.asarray(Image.open(entry["label"]))
+        assert mask.shape == (entry["height"], entry["width"])
+        assert mask.max() == 1 and mask.sum() == entry["mask_pixels"] > 0
+    assert (dl["IMG0002628"]["height"], dl["IMG0002628"]["width"]) == (373, 454)  # stored 454 high
+    assert (dl["IMG0002588"]["height"], dl["IMG0002588"]["width"]) == (454, 181)
+    for entry in list(dl.values())[::50]:
+        mask = np.asarray(Image.open(entry["label"]))
+        assert mask.shape == (entry["height"], entry["width"]) and mask.sum() == entry["mask_pixels"] > 0

@@ -1,0 +1,129 @@
+"""FracAtlas preparation on a synthetic layout that carries every known quirk."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fracseg.data import load_datalist, negative_fold, prepare_fracatlas
+from fracseg.data.cache import LoadCachedd, build_cache, cache_key, cache_settings
+from fracseg.errors import DatasetError
+from fracseg.transforms import preprocessing
+from tests.helpers.fracatlas_layout import make_layout
+
+
+@pytest.fixture()
+def prepared(tmp_path):
+    root = make_layout(tmp_path / "FracAtlas")
+    out = tmp_path / "out"
+    report = prepare_fracatlas(root, out)
+    return root, out, report
+
+
+def _mask(out, image_id):
+    return np.asarray(Image.open(out / "masks" / f"{image_id}.png"))
+
+
+def test_datalists_follow_the_official_split_and_include_test(prepared) -> None:
+    _, out, report = prepared
+    dl = json.loads((out / "datalist.json").read_text())
+    assert [e["image_id"] for e in dl["training"]] == ["F1", "F2", "F3"]
+    assert [e["image_id"] for e in dl["validation"]] == ["F4", "F6"]
+    assert [e["image_id"] for e in dl["test"]] == ["F5"]
+    assert [e["image_id"] for e in dl["negatives"]] == ["N1", "N2"]  # N3 is truncated
+    assert sorted(e["image_id"] for e in dl["negatives_train"] + dl["negatives_valid"]) == ["N1", "N2"]
+    assert all(e["fold"] == negative_fold(e["image_id"]) for e in dl["negatives"])
+    assert dl["licence"] == "CC BY 4.0" and "FracAtlas" in dl["reference"]
+    assert report.counts["training"] == 3 and report.counts["test"] == 1 and report.counts["negatives"] == 2
+
+
+def test_entries_carry_body_part_flags_and_sizes(prepared) -> None:
+    _, out, _ = prepared
+    entries = {e["image_id"]: e for e in load_datalist(out / "datalist.json", ["training", "negatives"])}
+    assert (
+        entries["F1"]["body_part"] == "hand" and entries["F1"]["hand"] == 1 and entries["F1"]["polygons"] == 2
+    )
+    assert entries["F2"]["hardware"] == 1 and entries["F2"]["lateral"] == 1
+    assert (entries["F2"]["height"], entries["F2"]["width"]) == (40, 60)
+    assert entries["N2"]["fractured"] == 0 and entries["N2"]["body_part"] == "leg"
+    assert (out / "masks" / "N2.png").exists() and _mask(out, "N2").shape == (40, 20)
+    assert _mask(out, "N2").max() == 0
+
+
+def test_masks_are_drawn_in_the_exif_upright_frame_with_label_one(prepared) -> None:
+    root, out, _ = prepared
+    mask = _mask(out, "F2")
+    expected = np.zeros((40, 60), np.uint8)
+    expected[5:15, 10:20] = 1
+    np.testing.assert_array_equal(mask, expected)
+    raw = Image.open(root / "images" / "Fractured" / "F2.jpg")
+    assert raw.size == (40, 60)  # stored sideways; the mask follows the displayed frame
+    f1 = _mask(out, "F1")
+    assert f1.shape == (48, 64) and f1.sum() == 200 and set(np.unique(f1)) == {0, 1}
+
+
+def test_report_lists_outside_polygons_unreadable_files_and_label_conflicts(prepared) -> None:
+    _, out, report = prepared
+    assert [p["image_id"] for p in report.polygons_outside] == ["F3"]
+    assert report.polygons_outside[0]["max_outside_px"] == pytest.approx(5.0)
+    assert _mask(out, "F3").sum() == 64
+    assert [u["image_id"] for u in report.unreadable] == ["N3"]
+    assert "truncated" in report.unreadable[0]["reason"]
+    conflicts = {c["image_id"]: c["reason"] for c in report.label_conflicts}
+    assert list(conflicts) == ["F6"] and "dataset.csv fractured=0" in conflicts["F6"]
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["counts"]["unreadable"] == 1 and saved["label_conflicts"][0]["image_id"] == "F6"
+    text = report.summary()
+    assert "unreadable files: 1" in text and "N3" in text and "label conflicts: 1" in text
+
+
+def test_preparation_is_deterministic(tmp_path) -> None:
+    root = make_layout(tmp_path / "FracAtlas")
+    prepare_fracatlas(root, tmp_path / "a")
+    prepare_fracatlas(root, tmp_path / "a")  # re-run in place
+    prepare_fracatlas(root, tmp_path / "b")
+    a = (tmp_path / "a" / "datalist.json").read_text().replace(str(tmp_path / "a"), "OUT")
+    b = (tmp_path / "b" / "datalist.json").read_text().replace(str(tmp_path / "b"), "OUT")
+    assert a == b
+    for name in ("F1", "F2", "N1"):
+        assert (tmp_path / "a" / "masks" / f"{name}.png").read_bytes() == (
+            tmp_path / "b" / "masks" / f"{name}.png"
+        ).read_bytes()
+    assert not list((tmp_path / "a").rglob("*.tmp*"))
+
+
+def test_release_without_test_csv_writes_no_test_list(tmp_path) -> None:
+    root = make_layout(tmp_path / "FracAtlas", with_test=False)
+    prepare_fracatlas(root, tmp_path / "out")
+    assert "test" not in json.loads((tmp_path / "out" / "datalist.json").read_text())
+
+
+def test_not_a_fracatlas_root_names_what_is_missing(tmp_path) -> None:
+    with pytest.raises(DatasetError, match=r"COCO_fracture_masks\.json"):
+        prepare_fracatlas(tmp_path, tmp_path / "out")
+
+
+def test_load_datalist_errors_name_the_key(prepared) -> None:
+    _, out, _ = prepared
+    with pytest.raises(DatasetError, match="no list 'nope'"):
+        load_datalist(out / "datalist.json", "nope")
+
+
+def test_cache_is_keyed_by_settings_and_matches_the_pipeline(prepared) -> None:
+    _, out, _ = prepared
+    items = load_datalist(out / "datalist.json", ["training"])
+    folder = build_cache(items, out / "cache", spatial_size=32)
+    assert folder.name == cache_key(cache_settings(32)) != cache_key(cache_settings(64))
+    cached = LoadCachedd(keys=["image", "label"], cache_dir=folder)(dict(items[1]))
+    direct = preprocessing(label_key="label", spatial_size=32)(
+        {"image": items[1]["image"], "label": items[1]["label"]}
+    )
+    np.testing.assert_allclose(cached["image"], direct["image"], atol=1e-3)  # float16 storage
+    np.testing.assert_array_equal(cached["label"], direct["label"])
+    assert cached["label"].sum() > 0
+    mtime = (folder / "F1.npz").stat().st_mtime_ns
+    build_cache(items, out / "cache", spatial_size=32)  # resumes: existing files kept
+    assert (folder / "F1.npz").stat().st_mtime_ns == mtime
