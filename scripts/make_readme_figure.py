@@ -16,7 +16,11 @@ from fracseg.inference.outputs import overlay_rgb
 from fracseg.io import read_xray
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
-PANELS = [("IMG0004068.jpg", "IMG0004068"), ("IMG0002628.jpg", "IMG0002628"), ("IMG0003766_CR.dcm", "IMG0003766")]
+PANELS = [
+    ("IMG0004068.jpg", "IMG0004068"),
+    ("IMG0002628.jpg", "IMG0002628"),
+    ("IMG0003766_CR.dcm", "IMG0003766"),
+]
 
 
 def main() -> None:
@@ -30,7 +34,9 @@ def main() -> None:
         image = read_xray(SAMPLES / file_name).array
         mask = np.asarray(Image.open(args.prepared / "masks" / f"{image_id}.png"))
         tile = Image.fromarray(overlay_rgb(image, mask))
-        tiles.append(tile.resize((round(tile.width * height / tile.height), height), Image.Resampling.LANCZOS))
+        tiles.append(
+            tile.resize((round(tile.width * height / tile.height), height), Image.Resampling.LANCZOS)
+        )
     canvas = Image.new("RGB", (sum(t.width for t in tiles) + 8 * (len(tiles) - 1), height), "white")
     x = 0
     for tile in tiles:

@@ -26,11 +26,13 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     )
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o644)  # mkstemp creates 0600; results are ordinary files for their readers
     try:
         yield tmp_path
         os.replace(tmp_path, target)
     finally:
-        pass
+        if tmp_path.exists():
+            tmp_path.unlink()
 
 
 def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:

@@ -20,6 +20,7 @@ from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut, 
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from fracseg.errors import ImageReadError
+from fracseg.io.colour import rgb_to_grey
 from fracseg.io.limits import DEFAULT_MAX_PIXELS, check_pixel_limit
 from fracseg.io.meta import ImageFormat, XrayImage, XrayMeta
 
@@ -152,7 +153,7 @@ def _read_dicom(path: str, max_pixels: int) -> XrayImage:
     if not any(k in ds for k in _PIXEL_KEYWORDS):
         if len(ds) == 0 or ("SOPClassUID" not in ds and "Rows" not in ds and not _has_dicm_preamble(path)):
             raise ImageReadError(path, "not a recognised image file (neither raster nor DICOM content)")
-        raise ImageReadError(path, "DICOM file has no pixel data")
+        raise ImageReadError(path, "DICOM file has no pixel data (absent, or the file is truncated)")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise ImageReadError(
@@ -175,7 +176,7 @@ def _read_dicom(path: str, max_pixels: int) -> XrayImage:
     if samples == 3:
         if photometric.startswith("YBR") and not tsyntax.is_compressed:
             pixels = convert_color_space(pixels, photometric, "RGB")
-        pixels = pixels[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        pixels = rgb_to_grey(pixels)
         folded = 3
     elif samples != 1:
         raise ImageReadError(path, f"unsupported SamplesPerPixel {samples}")

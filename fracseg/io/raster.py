@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fracseg.errors import ImageReadError
+from fracseg.io.colour import rgb_to_grey
 from fracseg.io.limits import DEFAULT_MAX_PIXELS, check_pixel_limit
 from fracseg.io.meta import ImageFormat, XrayImage, XrayMeta
 
@@ -23,7 +24,6 @@ logger = logging.getLogger(__name__)
 
 _EXIF_ORIENTATION = 0x0112
 _AXES_SWAPPED = {5, 6, 7, 8}
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def _format_of(pil_format: str | None) -> ImageFormat:
@@ -51,7 +51,7 @@ def _to_grey(im: Image.Image, path: str) -> tuple[np.ndarray, int, int]:
             rgb[..., 1], rgb[..., 2], atol=16
         ):
             logger.warning("%s: colour content folded to grey (luma); X-rays are expected to be grey", path)
-        return rgb @ _LUMA, 8, 3
+        return rgb_to_grey(rgb), 8, 3
     raise ImageReadError(path, f"unsupported Pillow image mode {mode!r}")
 
 
@@ -81,17 +81,18 @@ def read_raster(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Xr
         check_pixel_limit(path, height, width, max_pixels)
         pil_format = im.format
         try:
-            orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-        except Exception:  # malformed EXIF blocks must not cost the image
-            logger.warning("%s: unreadable EXIF block ignored", path)
-            orientation = 1
-        try:
             im.load()
         except (OSError, SyntaxError, ValueError) as exc:
             msg = str(exc)
             if "truncated" in msg or "broken data stream" in msg:
                 raise ImageReadError(path, f"truncated image data ({msg})") from None
             raise ImageReadError(path, f"corrupt image data ({msg})") from None
+        # EXIF after the pixels: for PNG, reading EXIF decodes the image, so errors surface as above.
+        try:
+            orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+        except Exception:  # malformed EXIF blocks must not cost the image
+            logger.warning("%s: unreadable EXIF block ignored", path)
+            orientation = 1
         if orientation in range(2, 9):
             im = ImageOps.exif_transpose(im)
         array, bits, folded = _to_grey(im, path)

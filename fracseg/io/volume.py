@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813 (the conventional alias)
 
 from fracseg.errors import ImageReadError
+from fracseg.io.colour import rgb_to_grey
 from fracseg.io.limits import DEFAULT_MAX_PIXELS, check_pixel_limit
 from fracseg.io.meta import ImageFormat, XrayImage, XrayMeta
 
@@ -108,10 +109,7 @@ def read_volume(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Xr
     folded = 1
     if image.GetNumberOfComponentsPerPixel() > 1:
         folded = image.GetNumberOfComponentsPerPixel()
-        if folded >= 3:
-            array = array[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        else:
-            array = array[..., 0]
+        array = rgb_to_grey(array) if folded >= 3 else array[..., 0]
     squeezed = array.reshape(array.shape[-2:]) if array.ndim > 2 else array
     meta = XrayMeta(
         source=path,
