@@ -318,6 +318,7 @@ def prepare_fracatlas(
             "polygons": len(image_polys),
             "mask_pixels": int(mask.sum()),
             "fracture_count_csv": _flag(row, "fracture_count"),
+            "fold": -1,  # negatives get 0..4 below; every entry has the same keys so batches collate
         }
         entry.update({col: _flag(row, col) for col in FLAG_COLUMNS})
         if is_fractured_dir:
@@ -356,3 +357,25 @@ def prepare_fracatlas(
     write_json_atomic(out / "datalist.json", {**header, **datalist})
     write_json_atomic(out / "report.json", report.to_dict())
     return report
+
+
+def ensure_prepared(root: str | Path, out: str | Path) -> Path:
+    """Prepare ``root`` into ``out`` unless ``out`` already holds a preparation of the same root.
+
+    Used by the bundle's ``initialize`` step so ``--dataset_dir`` is the only thing a user must give.
+    Returns the datalist path.
+    """
+    out = Path(out)
+    report_path = out / "report.json"
+    datalist = out / "datalist.json"
+    if report_path.exists() and datalist.exists():
+        try:
+            previous = json.loads(report_path.read_text(encoding="utf-8")).get("root")
+        except (OSError, json.JSONDecodeError):
+            previous = None
+        if previous == str(Path(root).resolve()):
+            logger.info("using the existing preparation in %s", out)
+            return datalist
+    report = prepare_fracatlas(root, out)
+    logger.info("%s", report.summary())
+    return datalist

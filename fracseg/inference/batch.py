@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 import time
@@ -58,6 +59,19 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[InputFile]:
         else:
             found.append(InputFile(path, Path(_stem(path))))
     return found
+
+
+def input_datalist(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[dict[str, str]]:
+    """MONAI datalist (``[{"image": path}, ...]``) for files, folders, or a datalist JSON (its ``testing``
+    list, else ``validation``): what ``bundle/configs/inference.json`` iterates over."""
+    items = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+    if len(items) == 1 and str(items[0]).endswith(".json"):
+        content = json.loads(Path(items[0]).read_text(encoding="utf-8"))
+        key = next((k for k in ("testing", "test", "validation") if k in content), None)
+        if key is None:
+            raise FracsegError(f"{items[0]}: datalist has no testing/test/validation list")
+        return [{"image": str(Path(items[0]).parent / e["image"])} for e in content[key]]
+    return [{"image": str(f.path)} for f in collect_inputs(items)]
 
 
 def run_batch(

@@ -8,6 +8,7 @@ brighter (MONOCHROME2 sense), plus an :class:`XrayMeta` describing where it came
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -70,6 +71,18 @@ class XrayMeta:
         out["original_size"] = list(self.original_size)
         if self.pixel_spacing is not None:
             out["pixel_spacing"] = list(self.pixel_spacing)
+        return out
+
+    def to_collatable_dict(self) -> dict[str, Any]:
+        """Like :meth:`to_dict` but with the same keys and no ``None`` for every image, so that PyTorch's
+        ``default_collate`` can batch metadata of JPEG and DICOM inputs together: unknown spacing is
+        ``[nan, nan]``, no EXIF orientation is ``1``, unknown modality is ``""`` and the DICOM
+        identifiers are one JSON string (``dicom_json``)."""
+        out = self.to_dict()
+        out["pixel_spacing"] = list(self.pixel_spacing) if self.pixel_spacing else [float("nan")] * 2
+        out["exif_orientation"] = self.exif_orientation or 1
+        out["modality"] = self.modality or ""
+        out["dicom_json"] = json.dumps(out.pop("dicom"), sort_keys=True)
         return out
 
 

@@ -1,5 +1,19 @@
-"""Networks: the segmentation generator (and, later, the conditional discriminator)."""
+"""Networks: the segmentation generator and the conditional discriminator."""
 
+from fracseg.networks.discriminator import (
+    DISCRIMINATOR_IN_CHANNELS,
+    build_discriminator,
+    discriminator_logits,
+    soften_real_mask,
+)
 from fracseg.networks.generator import GENERATOR_IN_CHANNELS, build_generator, with_empty_guidance
 
-__all__ = ["GENERATOR_IN_CHANNELS", "build_generator", "with_empty_guidance"]
+__all__ = [
+    "DISCRIMINATOR_IN_CHANNELS",
+    "GENERATOR_IN_CHANNELS",
+    "build_discriminator",
+    "build_generator",
+    "discriminator_logits",
+    "soften_real_mask",
+    "with_empty_guidance",
+]

@@ -23,7 +23,7 @@ from fracseg.io import DEFAULT_MAX_PIXELS, read_xray
 def load_xray_tensor(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> MetaTensor:
     """Read ``path`` with :func:`fracseg.io.read_xray` into a ``(1, H, W)`` float32 ``MetaTensor``."""
     image = read_xray(path, max_pixels=max_pixels)
-    meta: dict[str, Any] = image.meta.to_dict()
+    meta: dict[str, Any] = image.meta.to_collatable_dict()
     meta["filename_or_obj"] = os.fspath(path)
     meta["spatial_shape"] = np.asarray(image.array.shape)
     meta["original_channel_dim"] = "no_channel"

@@ -125,3 +125,19 @@ def test_monai_wrapped_reader_errors_are_recoverable(tmp_path) -> None:
         preprocessing()({"image": str(bad)})
     err = find_fracseg_error(info.value)
     assert isinstance(err, ImageReadError) and err.path == str(bad) and "bad.jpg" in str(err)
+
+
+def test_jpeg_and_dicom_metadata_collate_into_one_batch(shared_data) -> None:
+    from monai.data import list_data_collate
+
+    pre = preprocessing(spatial_size=32)
+    files = [
+        shared_data / "fracatlas/images/Fractured/IMG0002628.jpg",
+        shared_data / "dicom/CR-MONO1-10-chest.dcm",
+        shared_data / "dicom/CR-ModalitySequenceLUT.dcm",
+    ]
+    batch = list_data_collate([pre({"image": str(f)}) for f in files])
+    assert batch["image"].shape == (3, 1, 32, 32)
+    assert batch["image"].meta["modality"] == ["", "CR", "CR"]
+    row_spacing = batch["image"].meta["pixel_spacing"][0]
+    assert torch.isnan(row_spacing[0]) and float(row_spacing[2]) == pytest.approx(0.15)

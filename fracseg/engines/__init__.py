@@ -1,0 +1,17 @@
+"""Training engines: the conditional-GAN trainer, DeepEdit-style click simulation and resume support."""
+
+from fracseg.engines.clicks import simulate_clicks
+from fracseg.engines.gan_trainer import ConditionalGanTrainer, GanOutputKeys, gan_stats_output
+from fracseg.engines.resume import BestMetricState, EpochSeed, ResumeFromLatest, RngState, latest_checkpoint
+
+__all__ = [
+    "BestMetricState",
+    "ConditionalGanTrainer",
+    "EpochSeed",
+    "GanOutputKeys",
+    "ResumeFromLatest",
+    "RngState",
+    "gan_stats_output",
+    "latest_checkpoint",
+    "simulate_clicks",
+]

@@ -1,0 +1,301 @@
+"""The MONAI bundle: tiny CPU runs of every config, resume after a kill, DDP with gloo, verify commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigWorkflow
+from PIL import Image
+
+from fracseg.data import ensure_prepared
+from fracseg.networks import build_discriminator, build_generator
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "bundle" / "configs"
+TINY_CHANNELS = [8, 16, 32, 64, 128]
+
+
+@pytest.fixture(scope="module")
+def prepared(shared_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("prepared")
+    ensure_prepared(shared_data / "fracatlas", out)
+    return out
+
+
+def tiny_overrides(shared_data: Path, prepared: Path, run_dir: Path, **extra) -> dict:
+    """Overrides for a seconds-long CPU run on the 82 validation images at 64x64."""
+    overrides = {
+        "dataset_dir": str(shared_data / "fracatlas"),
+        "prepared_dir": str(prepared),
+        "output_dir": str(run_dir / "runs"),
+        "ckpt_dir": str(run_dir / "models"),
+        "device": "$torch.device('cpu')",
+        "spatial_size": 64,
+        "patch_size": [64, 64],
+        "generator_channels": TINY_CHANNELS,
+        "discriminator_channels": 8,
+        "train_keys": ["validation", "negatives_valid"],
+        "val_keys": ["validation"],
+        "num_workers": 0,
+        "batch_size": 8,
+        "learning_rate": 0.003,
+        "warmup_epochs": 1,
+        "ramp_epochs": 1,
+        "click_probability": 0.5,
+    }
+    overrides.update(extra)
+    return overrides
+
+
+def cli_args(overrides: dict) -> list[str]:
+    args = []
+    for key, value in overrides.items():
+        args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    return args
+
+
+def run_workflow(config_files: list[Path], overrides: dict) -> tuple[ConfigWorkflow, list[dict], dict]:
+    """Run a bundle workflow in-process, recording every iteration's losses and the critic's initial state."""
+    workflow = ConfigWorkflow(
+        config_file=[str(f) for f in config_files],
+        meta_file=str(CONFIGS / "metadata.json"),
+        workflow_type="train",
+        **overrides,
+    )
+    workflow.initialize()
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    records: list[dict] = []
+
+    def record(engine) -> None:
+        out = engine.state.output[0]
+        records.append({"epoch": engine.state.epoch, **{k: float(out[k]) for k in ("seg_loss", "d_loss")}})
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, record)
+    critic = workflow.parser.get_parsed_content("discriminator")
+    critic_before = {k: v.detach().clone() for k, v in critic.state_dict().items()}
+    workflow.run()
+    workflow.finalize()
+    return workflow, records, critic_before
+
+
+def test_training_runs_loss_decreases_and_checkpoints_reload(shared_data, prepared, tmp_path) -> None:
+    overrides = tiny_overrides(shared_data, prepared, tmp_path, epochs=3)
+    workflow, records, critic_before = run_workflow([CONFIGS / "train.json"], overrides)
+    critic_after = workflow.parser.get_parsed_content("discriminator").state_dict()
+    assert any(not torch.equal(critic_before[k], critic_after[k]) for k in critic_before)
+    seg = {e: np.mean([r["seg_loss"] for r in records if r["epoch"] == e]) for e in (1, 2, 3)}
+    assert seg[3] < seg[1], seg
+    assert all(r["d_loss"] == 0 for r in records if r["epoch"] == 1)  # warm-up: no critic step
+    assert any(r["d_loss"] > 0 for r in records if r["epoch"] == 3)
+    ckpt = torch.load(tmp_path / "runs" / "checkpoints" / "checkpoint_epoch=3.pt", weights_only=True)
+    assert {"model", "discriminator", "optimizer", "d_optimizer", "trainer", "rng", "lr_scheduler"} <= set(
+        ckpt
+    )
+    generator = build_generator(channels=TINY_CHANNELS)
+    generator.load_state_dict(ckpt["model"])
+    build_discriminator(channels=8).load_state_dict(ckpt["discriminator"])
+    best = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    build_generator(channels=TINY_CHANNELS).load_state_dict(best)
+    evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+    assert 0 < evaluator.state.best_metric <= 1 and "val_mean_iou" in evaluator.state.metrics
+
+
+def test_adversarial_weight_zero_is_the_supervised_ablation(shared_data, prepared, tmp_path) -> None:
+    overrides = tiny_overrides(shared_data, prepared, tmp_path, epochs=2, adversarial_weight=0.0)
+    workflow, records, critic_before = run_workflow([CONFIGS / "train.json"], overrides)
+    assert records and all(r["d_loss"] == 0 for r in records)
+    critic_after = workflow.parser.get_parsed_content("discriminator").state_dict()
+    assert all(torch.equal(critic_before[k], critic_after[k]) for k in critic_before)
+    state = torch.load(tmp_path / "runs" / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)
+    assert state["d_optimizer"]["state"] == {}  # the critic's optimiser never stepped
+
+
+def _train_cmd(overrides: dict, *config: Path) -> list[str]:
+    files = str([str(c) for c in config]) if len(config) > 1 else str(config[0])
+    return [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        files,
+        *cli_args(overrides),
+    ]
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(shared_data, prepared, tmp_path) -> None:
+    full = tiny_overrides(shared_data, prepared, tmp_path / "full", epochs=3)
+    proc = subprocess.run(
+        _train_cmd(full, CONFIGS / "train.json"), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    cut = tiny_overrides(shared_data, prepared, tmp_path / "cut", epochs=3)
+    ckpt_dir = tmp_path / "cut" / "runs" / "checkpoints"
+    with subprocess.Popen(
+        _train_cmd(cut, CONFIGS / "train.json"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    ) as victim:
+        deadline = time.monotonic() + 300
+        while not (ckpt_dir / "checkpoint_epoch=1.pt").exists():
+            assert victim.poll() is None and time.monotonic() < deadline, "training ended before the kill"
+            time.sleep(0.05)
+        os.killpg(victim.pid, signal.SIGKILL)
+    killed_at = sorted(p.name for p in ckpt_dir.glob("checkpoint_epoch=*.pt"))
+    assert "checkpoint_epoch=3.pt" not in killed_at
+    proc = subprocess.run(
+        _train_cmd(cut, CONFIGS / "train.json"), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stdout + proc.stderr
+    a = torch.load(tmp_path / "full" / "runs" / "checkpoints" / "checkpoint_epoch=3.pt", weights_only=True)
+    b = torch.load(ckpt_dir / "checkpoint_epoch=3.pt", weights_only=True)
+    for net in ("model", "discriminator"):
+        for key in a[net]:
+            assert torch.equal(a[net][key], b[net][key]), f"{net}.{key} differs after resume"
+    assert a["trainer"]["iteration"] == b["trainer"]["iteration"]
+
+
+def test_ddp_with_two_gloo_processes(shared_data, prepared, tmp_path) -> None:
+    overrides = tiny_overrides(
+        shared_data, prepared, tmp_path, epochs=2, batch_size=4, train_keys=["validation"]
+    )
+    files = str([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")])
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        files,
+        *cli_args(overrides),
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "Epoch: 2/2, Iter: 11/11" in log  # 82 images / 2 ranks / batch 4 = 11 iterations per rank
+    ckpt = torch.load(tmp_path / "runs" / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)
+    build_generator(channels=TINY_CHANNELS).load_state_dict(ckpt["model"])  # saved unwrapped (no "module.")
+
+
+@pytest.fixture(scope="module")
+def trained_model(shared_data, prepared, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("trained")
+    overrides = tiny_overrides(shared_data, prepared, run_dir, epochs=1)
+    proc = subprocess.run(
+        _train_cmd(overrides, CONFIGS / "train.json"), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def test_evaluate_config_writes_metrics(shared_data, prepared, trained_model) -> None:
+    overrides = tiny_overrides(shared_data, prepared, trained_model)
+    files = str([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, *cli_args(overrides)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = (trained_model / "runs" / "eval" / "val_mean_dice_summary.csv").read_text().splitlines()
+    assert summary[0].startswith("class,mean") and summary[1].endswith("82.0000")
+
+
+def test_inference_config_writes_masks_at_input_size(trained_model, tmp_path) -> None:
+    out = tmp_path / "masks"
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(CONFIGS / "inference.json"),
+        "--input",
+        str(REPO / "data" / "samples"),
+        "--output_dir",
+        str(out),
+        "--ckpt_path",
+        str(trained_model / "models" / "model.pt"),
+        "--generator_channels",
+        json.dumps(TINY_CHANNELS),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert np.asarray(Image.open(out / "IMG0002628_mask.png")).shape == (373, 454)  # EXIF-upright
+    mask = np.asarray(Image.open(out / "IMG0003766_CR_mask.png"))
+    assert mask.shape == (454, 373) and set(np.unique(mask)) <= {0, 255}
+    assert len(list(out.glob("*_mask.png"))) == 5
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [
+            "verify_metadata",
+            "--meta_file",
+            "bundle/configs/metadata.json",
+            "--filepath",
+            "bundle/docs/meta_schema.json",
+        ],
+        [
+            "verify_net_in_out",
+            "network_def",
+            "--meta_file",
+            "bundle/configs/metadata.json",
+            "--config_file",
+            "bundle/configs/inference.json",
+        ],
+        [
+            "verify_net_in_out",
+            "network_def",
+            "--meta_file",
+            "bundle/configs/metadata.json",
+            "--config_file",
+            "bundle/configs/train.json",
+            "--n",
+            "2",
+        ],
+    ],
+)
+def test_bundle_verification_commands_run_offline(command) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "verified with no error" in proc.stdout + proc.stderr
+    assert "Downloading" not in proc.stdout + proc.stderr
+
+
+def test_metadata_declares_fracture_label_one() -> None:
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    out = meta["network_data_format"]["outputs"]["pred"]
+    assert out["channel_def"] == {"0": "background", "1": "fracture"}
+    assert len(meta["network_data_format"]["inputs"]["image"]["spatial_shape"]) == 2
+    train = json.loads((CONFIGS / "train.json").read_text())
+    assert train["training"] == "%run"
+    for key in ("network_def", "network", "train", "validate", "run", "initialize"):
+        assert key in train
+    assert {"trainer", "dataset", "handlers"} <= set(train["train"])
