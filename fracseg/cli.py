@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", default=None, help="generator checkpoint (default: the bundle's model.pt)"
     )
     infer.add_argument("--device", default="cpu")
-    infer.add_argument("--threshold", type=float, default=0.5)
+    infer.add_argument("--threshold", type=float, default=None, help="default: the bundle's")
     infer.add_argument("--quiet", action="store_true", help="no progress bar")
     infer.set_defaults(func=_cmd_infer)
     return parser

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -43,6 +44,22 @@ class Prediction:
     meta: dict[str, Any]
 
 
+def bundle_settings(bundle: str | os.PathLike[str] = DEFAULT_BUNDLE) -> dict[str, Any]:
+    """The generator definition, letterbox size and threshold of ``<bundle>/configs/inference.json``.
+
+    The bundle is the single definition of the shipped model: the CLI reads the same ``network_def``
+    hyper-parameters that ``python -m monai.bundle run --config_file .../inference.json`` instantiates.
+    """
+    config = json.loads((Path(bundle) / "configs" / "inference.json").read_text(encoding="utf-8"))
+    return {
+        "channels": config.get("generator_channels", [32, 64, 128, 256, 512]),
+        "strides": config.get("generator_strides", [2, 2, 2, 2]),
+        "num_res_units": config.get("generator_res_units", 2),
+        "spatial_size": int(config.get("spatial_size", DEFAULT_SPATIAL_SIZE)),
+        "threshold": float(config.get("threshold", 0.5)),
+    }
+
+
 class Predictor:
     """Load the generator once, then predict files one at a time.
 
@@ -50,21 +67,30 @@ class Predictor:
         weights: checkpoint with the generator state dict under key ``model`` (or a bare state dict);
             ``None`` or a missing file gives an untrained, seeded generator and a loud warning.
         device: torch device string.
-        spatial_size: letterbox side used by the pre-processing (must match training).
-        threshold: probability threshold for the mask.
+        spatial_size: letterbox side used by the pre-processing (must match training); default: the
+            bundle's.
+        threshold: probability threshold for the mask; default: the bundle's.
+        bundle: bundle folder whose ``configs/inference.json`` defines the generator.
     """
 
     def __init__(
         self,
         weights: str | os.PathLike[str] | None = DEFAULT_WEIGHTS,
         device: str = "cpu",
-        spatial_size: int = DEFAULT_SPATIAL_SIZE,
-        threshold: float = 0.5,
+        spatial_size: int | None = None,
+        threshold: float | None = None,
+        bundle: str | os.PathLike[str] = DEFAULT_BUNDLE,
     ) -> None:
+        settings = bundle_settings(bundle)
         self.device = torch.device(device)
-        self.threshold = threshold
+        self.threshold = settings["threshold"] if threshold is None else threshold
+        spatial_size = settings["spatial_size"] if spatial_size is None else spatial_size
         torch.manual_seed(0)
-        self.network = build_generator()
+        self.network = build_generator(
+            channels=settings["channels"],
+            strides=settings["strides"],
+            num_res_units=settings["num_res_units"],
+        )
         self.trained = False
         if weights is not None and Path(weights).exists():
             state = torch.load(weights, map_location="cpu", weights_only=True)

@@ -299,3 +299,33 @@ def test_metadata_declares_fracture_label_one() -> None:
     for key in ("network_def", "network", "train", "validate", "run", "initialize"):
         assert key in train
     assert {"trainer", "dataset", "handlers"} <= set(train["train"])
+
+
+def test_gpu_recipe_overlay_runs_on_cpu(shared_data, prepared, tmp_path) -> None:
+    """train_gpu.json (data on the device, ThreadDataLoader, bf16 autocast, channels_last) parses and trains;
+    here the device is the CPU, the same code path as on a GPU but for the kernels."""
+    overrides = tiny_overrides(shared_data, prepared, tmp_path, epochs=1, warmup_epochs=0, ramp_epochs=0)
+    proc = subprocess.run(
+        _train_cmd(overrides, CONFIGS / "train.json", CONFIGS / "train_gpu.json"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "val_mean_dice" in proc.stdout + proc.stderr
+    assert (tmp_path / "models" / "model.pt").exists()
+
+
+def test_mlflow_tracking_logs_locally(shared_data, prepared, tmp_path) -> None:
+    import mlflow  # installed with monailabel (monai[mlflow])
+
+    overrides = tiny_overrides(shared_data, prepared, tmp_path, epochs=1, warmup_epochs=0, ramp_epochs=0)
+    cmd = [*_train_cmd(overrides, CONFIGS / "train.json"), "--tracking", "mlflow"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    store = tmp_path / "runs" / "mlruns.db"
+    assert store.exists()
+    mlflow.set_tracking_uri(f"sqlite:///{store}")
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert len(runs) == 1
+    assert {"metrics.train_loss", "metrics.val_mean_dice"} <= set(runs.columns)

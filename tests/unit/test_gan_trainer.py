@@ -170,3 +170,17 @@ def test_stock_handlers_and_checkpoint_round_trip(tmp_path: Path) -> None:
         assert a.keys() == b.keys() and len(a) > 0
         assert all(torch.equal(a[k]["exp_avg"], b[k]["exp_avg"]) for k in a)
     assert fresh.state.epoch == 2 and fresh.state.iteration == 4
+
+
+def test_critic_every_skips_critic_updates_on_the_other_iterations() -> None:
+    trainer = _trainer(max_epochs=1, n=8, critic_every=2)
+    d_losses: list[float] = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: d_losses.append(float(e.state.output[0][GanOutputKeys.D_LOSS]))
+    )
+    trainer.run()
+    assert len(d_losses) == 4
+    assert d_losses[0] == 0.0 and d_losses[2] == 0.0  # iterations 1 and 3: no critic step
+    assert d_losses[1] > 0.0 and d_losses[3] > 0.0
+    with pytest.raises(ValueError, match="critic_every"):
+        _trainer(critic_every=0)
