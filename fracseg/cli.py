@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -65,7 +66,15 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     predictor = Predictor(
         weights=args.weights or DEFAULT_WEIGHTS, device=args.device, threshold=args.threshold
     )
-    failed = run_batch(args.inputs, args.output, predictor, quiet=args.quiet)
+    failed = run_batch(
+        args.inputs,
+        args.output,
+        predictor,
+        quiet=args.quiet,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        overwrite=args.overwrite,
+    )
     print(
         f"wrote {args.output}/predictions.csv ({failed} failed)"
         + ("" if predictor.trained else " -- UNTRAINED model: masks are not meaningful")
@@ -107,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     infer.add_argument("--device", default="cpu")
     infer.add_argument("--threshold", type=float, default=None, help="default: the bundle's")
+    infer.add_argument("--batch-size", type=int, default=4, help="images per network call")
+    infer.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="decoding worker processes (0: decode in the main process)",
+    )
+    infer.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
     infer.add_argument("--quiet", action="store_true", help="no progress bar")
     infer.set_defaults(func=_cmd_infer)
     return parser

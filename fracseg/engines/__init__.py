@@ -2,9 +2,17 @@
 
 from fracseg.engines.clicks import simulate_clicks
 from fracseg.engines.gan_trainer import ConditionalGanTrainer, GanOutputKeys, gan_stats_output
-from fracseg.engines.resume import BestMetricState, EpochSeed, ResumeFromLatest, RngState, latest_checkpoint
+from fracseg.engines.resume import (
+    AtomicCheckpointSaver,
+    BestMetricState,
+    EpochSeed,
+    ResumeFromLatest,
+    RngState,
+    latest_checkpoint,
+)
 
 __all__ = [
+    "AtomicCheckpointSaver",
     "BestMetricState",
     "ConditionalGanTrainer",
     "EpochSeed",

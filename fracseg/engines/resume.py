@@ -9,6 +9,8 @@ completed epoch with the same weights, optimiser moments, epoch counter and rand
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 import random
 import re
 from collections.abc import Mapping
@@ -18,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.handlers import CheckpointLoader
+from ignite.handlers import DiskSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +66,20 @@ class RngState:
             torch.cuda.set_rng_state_all(list(state["cuda"].cpu()))
 
 
-def latest_checkpoint(folder: str | Path, pattern: str = "checkpoint_epoch=*.pt") -> Path | None:
-    """The periodic checkpoint with the highest epoch in ``folder``, or ``None``."""
-    best: tuple[int, Path] | None = None
+def checkpoints_newest_first(folder: str | Path, pattern: str = "checkpoint_epoch=*.pt") -> list[Path]:
+    """Periodic checkpoints in ``folder``, highest epoch first."""
+    found = []
     for path in Path(folder).glob(pattern):
         match = _EPOCH_RE.search(path.name)
-        if match and (best is None or int(match.group(1)) > best[0]):
-            best = (int(match.group(1)), path)
-    return best[1] if best else None
+        if match:
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(folder: str | Path, pattern: str = "checkpoint_epoch=*.pt") -> Path | None:
+    """The periodic checkpoint with the highest epoch in ``folder``, or ``None``."""
+    ordered = checkpoints_newest_first(folder, pattern)
+    return ordered[0] if ordered else None
 
 
 class ResumeFromLatest:
@@ -103,17 +112,30 @@ class ResumeFromLatest:
     def __call__(self, engine: Engine) -> None:
         if not self.enabled:
             return
-        path = latest_checkpoint(self.folder)
-        if path is None:
-            logger.info("no checkpoint in %s: training from scratch", self.folder)
+        for path in checkpoints_newest_first(self.folder):
+            loader = CheckpointLoader(
+                load_path=str(path), load_dict=self.load_dict, map_location=self.map_location
+            )
+            try:
+                loader(engine)
+            except (EOFError, RuntimeError, pickle.UnpicklingError) as exc:
+                # A checkpoint cut short by a kill (written by a non-atomic saver): keep it aside and use the
+                # previous one. torch.load fails before any object is touched, so nothing is half-loaded.
+                aside = path.with_name(path.name + ".incomplete")
+                path.rename(aside)
+                logger.warning(
+                    "%s is unreadable (%s); moved to %s, trying the previous checkpoint",
+                    path,
+                    type(exc).__name__,
+                    aside.name,
+                )
+                continue
+            self.resumed_from = path
+            logger.info(
+                "resumed from %s at epoch %d, iteration %d", path, engine.state.epoch, engine.state.iteration
+            )
             return
-        CheckpointLoader(load_path=str(path), load_dict=self.load_dict, map_location=self.map_location)(
-            engine
-        )
-        self.resumed_from = path
-        logger.info(
-            "resumed from %s at epoch %d, iteration %d", path, engine.state.epoch, engine.state.iteration
-        )
+        logger.info("no usable checkpoint in %s: training from scratch", self.folder)
 
 
 class BestMetricState:
@@ -173,3 +195,37 @@ class EpochSeed:
         set_determinism(seed=epoch_seed)
         if self.transforms is not None and hasattr(self.transforms, "set_random_state"):
             self.transforms.set_random_state(seed=epoch_seed)
+
+
+class _AtomicDiskSaver(DiskSaver):
+    """Ignite ``DiskSaver`` writing to a temporary file and renaming it (``atomic=True``), optionally to a
+    fixed file name (as MONAI's key-metric ``model.pt``), with ordinary ``0644`` permissions."""
+
+    def __init__(self, dirname: str | Path, filename: str | None = None) -> None:
+        super().__init__(dirname=str(dirname), require_empty=False, atomic=True)
+        self.filename = filename
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        name = self.filename or filename
+        super().__call__(checkpoint, name, metadata)
+        os.chmod(Path(self.dirname) / name, 0o644)
+
+    def remove(self, filename: str) -> None:
+        super().remove(self.filename or filename)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` whose files are written atomically (temporary file + rename).
+
+    MONAI writes in place (``atomic=False``, to avoid the ``0600`` permissions of Ignite's temporary
+    files); a run killed during a save then leaves a truncated checkpoint that cannot be resumed from.
+    This subclass keeps MONAI's behaviour and file names and only swaps the writer. Same arguments as
+    ``monai.handlers.CheckpointSaver``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                fixed = getattr(checkpoint.save_handler, "filename", None)
+                checkpoint.save_handler = _AtomicDiskSaver(self.save_dir, fixed)

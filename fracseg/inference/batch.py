@@ -13,20 +13,26 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import torch
 from scipy import ndimage
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fracseg.errors import FracsegError
 from fracseg.inference.outputs import write_mask_png, write_overlay_png
 from fracseg.inference.predictor import Predictor
-from fracseg.io import is_supported_file, write_json_atomic, write_text_atomic
+from fracseg.io import is_supported_file, remove_stale_temporaries, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
+#: Hidden folder of per-image completion records (what makes a run resumable).
+RECORDS_DIR = ".fracseg-records"
 CSV_COLUMNS = ("image", "fracture_score", "fracture_present", "mask_pixels", "regions", "seconds", "error")
 
 
@@ -46,14 +52,20 @@ def _stem(path: Path) -> str:
     return path.stem if path.suffix else name
 
 
-def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[InputFile]:
+def collect_inputs(
+    inputs: Sequence[str | os.PathLike[str]], exclude: str | os.PathLike[str] | None = None
+) -> list[InputFile]:
     """Expand files and folders (recursively, sorted) into :class:`InputFile`s; missing paths are kept
-    so they surface as error rows."""
+    so they surface as error rows. Files under ``exclude`` (the output folder) are skipped."""
+    skip = Path(exclude).resolve() if exclude is not None else None
     found: list[InputFile] = []
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file() and is_supported_file(p)):
+            candidates = sorted(p for p in path.rglob("*") if p.is_file() and is_supported_file(p))
+            for file in candidates:
+                if skip is not None and file.resolve().is_relative_to(skip):
+                    continue
                 rel = file.relative_to(path)
                 found.append(InputFile(file, rel.parent / _stem(file)))
         else:
@@ -74,57 +86,168 @@ def input_datalist(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     return [{"image": str(f.path)} for f in collect_inputs(items)]
 
 
+class _PrepareDataset(Dataset):
+    """Decode and pre-process inputs in DataLoader workers; a bad file becomes an error record."""
+
+    def __init__(self, files: Sequence[InputFile], predictor: Predictor) -> None:
+        self.files = list(files)
+        self.prepare = predictor.prepare
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        start = time.perf_counter()
+        try:
+            prepared, error = self.prepare(self.files[index].path), ""
+        except FracsegError as exc:
+            prepared, error = None, str(exc)
+        return {
+            "file": self.files[index],
+            "prepared": prepared,
+            "error": error,
+            "seconds": time.perf_counter() - start,
+        }
+
+
+def _record_path(output: Path, item: InputFile) -> Path:
+    return output / RECORDS_DIR / item.out_stem.parent / f"{item.out_stem.name}.json"
+
+
+def _outputs(output: Path, item: InputFile) -> tuple[Path, Path]:
+    base = output / item.out_stem
+    return base.parent / f"{base.name}_mask.png", base.parent / f"{base.name}_overlay.png"
+
+
+def _complete(output: Path, item: InputFile, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored result row when ``item`` was fully written with the same settings, else None."""
+    record = _record_path(output, item)
+    if not record.exists() or not all(p.exists() for p in _outputs(output, item)):
+        return None
+    try:
+        content = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return content["row"] if content.get("settings") == settings else None
+
+
+def _finish_and_write(
+    predictor: Predictor,
+    output: Path,
+    loaded: dict[str, Any],
+    probability: Any,
+    infer_seconds: float,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    start = time.perf_counter()
+    item: InputFile = loaded["file"]
+    pred = predictor.finish(loaded["prepared"], probability)
+    mask_path, overlay_path = _outputs(output, item)
+    write_mask_png(mask_path, pred.mask)
+    write_overlay_png(overlay_path, pred.image, pred.mask)
+    _, regions = ndimage.label(pred.mask)
+    row = {
+        "image": str(item.path),
+        "fracture_score": round(pred.fracture_score, 6),
+        "fracture_present": int(pred.mask.any()),
+        "mask_pixels": int(pred.mask.sum()),
+        "regions": int(regions),
+        "seconds": round(loaded["seconds"] + infer_seconds + time.perf_counter() - start, 4),
+        "error": "",
+    }
+    # The record is written last: its presence means mask and overlay are complete.
+    write_json_atomic(_record_path(output, item), {"row": row, "settings": settings})
+    return row
+
+
 def run_batch(
     inputs: Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
     predictor: Predictor,
     quiet: bool = False,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    overwrite: bool = False,
 ) -> int:
-    """Predict every input; return the number of failed files."""
+    """Predict every input; return the number of failed files.
+
+    Decoding runs in ``num_workers`` DataLoader workers, the network sees batches of ``batch_size``, and
+    PNG encoding/writing runs in a background thread, so the three overlap. Inputs whose outputs are
+    complete (same weights, threshold and size) are skipped unless ``overwrite``; ``predictions.csv`` is
+    rebuilt from the per-image records, so a run killed at any point resumes where it stopped.
+    """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    files = collect_inputs(inputs)
-    rows: list[dict[str, object]] = []
-    failed = 0
-    for item in _progress(files, quiet):
-        start = time.perf_counter()
-        row: dict[str, object] = {"image": str(item.path), "error": ""}
-        try:
-            pred = predictor.predict(item.path)
-            base = output / item.out_stem
-            write_mask_png(base.parent / f"{base.name}_mask.png", pred.mask)
-            write_overlay_png(base.parent / f"{base.name}_overlay.png", pred.image, pred.mask)
-            _, regions = ndimage.label(pred.mask)
-            row.update(
-                fracture_score=round(pred.fracture_score, 6),
-                fracture_present=int(pred.mask.any()),
-                mask_pixels=int(pred.mask.sum()),
-                regions=int(regions),
-            )
-        except FracsegError as exc:
-            failed += 1
-            row["error"] = str(exc)
-            logger.error("%s", exc)
-        row["seconds"] = round(time.perf_counter() - start, 4)
-        rows.append(row)
+    if stale := remove_stale_temporaries(output):
+        logger.info("removed %d partial files left by an interrupted run", stale)
+    files = collect_inputs(inputs, exclude=output)
+    settings = predictor.settings()
+    rows: dict[InputFile, dict[str, Any]] = {}
+    todo: list[InputFile] = []
+    for item in files:
+        done = None if overwrite else _complete(output, item, settings)
+        if done is None:
+            todo.append(item)
+        else:
+            rows[item] = done
+    if len(todo) < len(files):
+        logger.info(
+            "%d of %d inputs already done in %s (use --overwrite to redo them)",
+            len(files) - len(todo),
+            len(files),
+            output,
+        )
+    loader = DataLoader(
+        _PrepareDataset(todo, predictor),
+        batch_size=max(1, batch_size),
+        num_workers=num_workers,
+        collate_fn=list,
+        shuffle=False,
+    )
+    bar = tqdm(total=len(todo), desc="fracseg infer", unit="img", disable=quiet)
+    pending: list[tuple[InputFile, Future]] = []
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        for batch in loader:
+            good = [b for b in batch if not b["error"]]
+            for b in batch:
+                if b["error"]:
+                    logger.error("%s", b["error"])
+                    rows[b["file"]] = _error_row(b["file"], b["error"], b["seconds"])
+            if good:
+                start = time.perf_counter()
+                probs = predictor.infer(torch.stack([b["prepared"]["image"].as_tensor() for b in good]))
+                share = (time.perf_counter() - start) / len(good)
+                for b, prob in zip(good, probs, strict=True):
+                    future = writer.submit(_finish_and_write, predictor, output, b, prob, share, settings)
+                    pending.append((b["file"], future))
+            bar.update(len(batch))
+        for item, future in pending:
+            try:
+                rows[item] = future.result()
+            except (FracsegError, OSError, ValueError) as exc:
+                logger.error("%s: %s", item.path, exc)
+                rows[item] = _error_row(item, f"{item.path}: {exc}", 0.0)
+    bar.close()
+    ordered = [rows[item] for item in files]
+    failed = sum(1 for r in ordered if r["error"])
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: row.get(k, "") for k in CSV_COLUMNS})
+    csv_writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    csv_writer.writeheader()
+    for row in ordered:
+        csv_writer.writerow({k: row.get(k, "") for k in CSV_COLUMNS})
     write_text_atomic(output / "predictions.csv", buffer.getvalue())
     write_json_atomic(
         output / "summary.json",
         {
-            "images": len(rows),
+            "images": len(ordered),
             "failed": failed,
-            "fracture_present": sum(int(r.get("fracture_present", 0) or 0) for r in rows),
-            "trained_model": predictor.trained,
-            "threshold": predictor.threshold,
+            "skipped_already_done": len(files) - len(todo),
+            "fracture_present": sum(int(r.get("fracture_present") or 0) for r in ordered),
+            **settings,
         },
     )
     return failed
 
 
-def _progress(files: list[InputFile], quiet: bool) -> Iterable[InputFile]:
-    return tqdm(files, desc="fracseg infer", unit="img", disable=quiet)
+def _error_row(item: InputFile, error: str, seconds: float) -> dict[str, Any]:
+    return {"image": str(item.path), "seconds": round(seconds, 4), "error": error}

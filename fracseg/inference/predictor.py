@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -92,7 +93,10 @@ class Predictor:
             num_res_units=settings["num_res_units"],
         )
         self.trained = False
+        self.spatial_size = spatial_size
+        self.weights_sha256 = "untrained"
         if weights is not None and Path(weights).exists():
+            self.weights_sha256 = hashlib.sha256(Path(weights).read_bytes()).hexdigest()
             state = torch.load(weights, map_location="cpu", weights_only=True)
             state = state.get("model", state) if isinstance(state, dict) else state
             self.network.load_state_dict({k: v.float() for k, v in state.items()})
@@ -110,9 +114,23 @@ class Predictor:
         self.letterbox = Compose(letterbox_transforms(spatial_size=spatial_size))
         self.invert = Invertd(keys="pred", transform=self.letterbox, orig_keys="image", nearest_interp=False)
 
-    @torch.inference_mode()
-    def predict(self, path: str | os.PathLike[str]) -> Prediction:
-        """Predict one file. Raises :class:`fracseg.errors.ImageReadError` for unreadable input."""
+    def settings(self) -> dict[str, Any]:
+        """What determines the outputs besides the input: recorded with results to make resume safe."""
+        return {
+            "weights_sha256": self.weights_sha256,
+            "threshold": self.threshold,
+            "spatial_size": self.spatial_size,
+            "trained_model": self.trained,
+        }
+
+    def prepare(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Load and pre-process one file (CPU; safe in DataLoader workers).
+
+        Returns ``{"image": letterboxed (1, S, S) MetaTensor, "original": (H, W) float32 normalised image}``.
+
+        Raises:
+            ImageReadError: unreadable input (unwrapped from MONAI's ``RuntimeError``).
+        """
         try:
             loaded = self.load({"image": os.fspath(path)})
         except RuntimeError as exc:  # MONAI wraps transform errors; surface the reader's message
@@ -122,16 +140,32 @@ class Predictor:
             raise cause from None
         original = np.asarray(loaded["image"].as_tensor()[0], dtype=np.float32)
         data = self.letterbox(dict(loaded))
-        image: MetaTensor = data["image"]
-        batch = with_empty_guidance(image.as_tensor()[None].to(self.device))
-        prob = torch.sigmoid(self.network(batch))[0].float().cpu()
-        data["pred"] = MetaTensor(prob, meta=image.meta, applied_operations=image.applied_operations)
+        return {"image": data["image"], "original": original}
+
+    @torch.inference_mode()
+    def infer(self, images: torch.Tensor) -> torch.Tensor:
+        """Fracture probabilities ``(B, 1, S, S)`` (float32, CPU) for a batch of letterboxed X-rays."""
+        batch = with_empty_guidance(images.to(self.device, non_blocking=True))
+        return torch.sigmoid(self.network(batch)).float().cpu()
+
+    def finish(self, prepared: dict[str, Any], probability: torch.Tensor) -> Prediction:
+        """Undo the letterbox of one ``(1, S, S)`` probability map and threshold it."""
+        image: MetaTensor = prepared["image"]
+        data = {
+            "image": image,
+            "pred": MetaTensor(probability, meta=image.meta, applied_operations=image.applied_operations),
+        }
         restored = self.invert(data)["pred"]
-        probability = np.asarray(restored.as_tensor()[0], dtype=np.float32).clip(0.0, 1.0)
+        prob = np.asarray(restored.as_tensor()[0], dtype=np.float32).clip(0.0, 1.0)
         return Prediction(
-            image=original,
-            probability=probability,
-            mask=probability >= self.threshold,
-            fracture_score=float(probability.max()) if probability.size else 0.0,
+            image=prepared["original"],
+            probability=prob,
+            mask=prob >= self.threshold,
+            fracture_score=float(prob.max()) if prob.size else 0.0,
             meta=dict(image.meta),
         )
+
+    def predict(self, path: str | os.PathLike[str]) -> Prediction:
+        """Predict one file. Raises :class:`fracseg.errors.ImageReadError` for unreadable input."""
+        prepared = self.prepare(path)
+        return self.finish(prepared, self.infer(prepared["image"].as_tensor()[None])[0])

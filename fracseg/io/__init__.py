@@ -1,6 +1,12 @@
 """Readers and writers: files in, 2D X-ray arrays plus metadata out."""
 
-from fracseg.io.atomic import atomic_path, write_bytes_atomic, write_json_atomic, write_text_atomic
+from fracseg.io.atomic import (
+    atomic_path,
+    remove_stale_temporaries,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from fracseg.io.dicom import read_dicom
 from fracseg.io.limits import DEFAULT_MAX_PIXELS
 from fracseg.io.meta import ImageFormat, XrayImage, XrayMeta
@@ -20,6 +26,7 @@ __all__ = [
     "read_raster",
     "read_volume",
     "read_xray",
+    "remove_stale_temporaries",
     "write_bytes_atomic",
     "write_json_atomic",
     "write_text_atomic",

@@ -49,3 +49,14 @@ def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:
 def write_json_atomic(target: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented, key-sorted JSON (deterministic bytes) to ``target`` atomically."""
     write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
+    """Delete temporary files that :func:`atomic_path` left under ``folder`` when a process was killed
+    mid-write (``.<stem>.<random>.tmp<suffix>``). Returns how many were removed."""
+    removed = 0
+    for path in Path(folder).rglob(".*.tmp*"):
+        if path.is_file() and ".tmp" in path.name:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

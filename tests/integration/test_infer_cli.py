@@ -79,3 +79,73 @@ def test_same_input_same_mask(tmp_path) -> None:
     assert _run(sample, "--output", str(tmp_path / "b")).returncode == 0
     a = (tmp_path / "a" / "IMG0003766_CR_mask.png").read_bytes()
     assert a == (tmp_path / "b" / "IMG0003766_CR_mask.png").read_bytes()
+
+
+def _many_inputs(shared_data: Path, folder: Path, count: int = 12) -> Path:
+    """``count`` real FracAtlas X-rays, half of them in a sub-folder."""
+    images = sorted((shared_data / "fracatlas" / "images" / "Fractured").glob("*.jpg"))[:count]
+    for i, image in enumerate(images):
+        target = folder / ("sub" if i % 2 else "") / image.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, target)
+    return folder
+
+
+def test_killed_batch_resumes_without_redoing_finished_images(tmp_path, shared_data) -> None:
+    import os
+    import signal
+    import time
+
+    inputs = _many_inputs(shared_data, tmp_path / "in")
+    reference = tmp_path / "reference"
+    assert _run(str(inputs), "--output", str(reference), "--batch-size", "1").returncode == 0
+
+    out = tmp_path / "out"
+    records = out / ".fracseg-records"
+    cmd = [
+        sys.executable,
+        "-m",
+        "fracseg",
+        "infer",
+        str(inputs),
+        "--output",
+        str(out),
+        "--batch-size",
+        "1",
+        "--workers",
+        "0",
+        "--quiet",
+    ]
+    with subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    ) as victim:
+        deadline = time.monotonic() + 300
+        while len(list(records.rglob("*.json"))) < 3:
+            assert victim.poll() is None and time.monotonic() < deadline, "batch ended before the kill"
+            time.sleep(0.02)
+        os.killpg(victim.pid, signal.SIGKILL)
+    done_before = len(list(records.rglob("*.json")))
+    assert done_before < 12
+    assert not (out / "predictions.csv").exists()
+
+    proc = _run(str(inputs), "--output", str(out), "--batch-size", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{done_before} of 12 inputs already done" in proc.stderr
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(rows) == 12 and all(not r["error"] for r in rows)
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    for mask in reference.rglob("*_mask.png"):
+        assert (out / mask.relative_to(reference)).read_bytes() == mask.read_bytes()
+
+    again = _run(str(inputs), "--output", str(out), "--overwrite")
+    assert again.returncode == 0
+    assert json.loads((out / "summary.json").read_text())["skipped_already_done"] == 0
+
+
+def test_output_folder_inside_the_input_folder_is_not_read_back(tmp_path, shared_data) -> None:
+    inputs = _many_inputs(shared_data, tmp_path / "in", count=2)
+    out = inputs / "results"
+    assert _run(str(inputs), "--output", str(out)).returncode == 0
+    assert _run(str(inputs), "--output", str(out)).returncode == 0
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(rows) == 2
