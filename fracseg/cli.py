@@ -66,13 +66,17 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     predictor = Predictor(
         weights=args.weights or DEFAULT_WEIGHTS, device=args.device, threshold=args.threshold
     )
+    # Measured (scripts/bench_infer.py): on 2 CPU cores batch 1 in one process is fastest, since decoding
+    # workers compete with the network for the cores; a GPU wants batches and parallel decoding.
+    on_cpu = predictor.device.type == "cpu"
+    workers = args.workers if args.workers is not None else (0 if on_cpu else min(4, os.cpu_count() or 1))
     failed = run_batch(
         args.inputs,
         args.output,
         predictor,
         quiet=args.quiet,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
+        batch_size=args.batch_size or (1 if on_cpu else 16),
+        num_workers=workers,
         overwrite=args.overwrite,
     )
     print(
