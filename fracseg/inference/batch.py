@@ -44,7 +44,8 @@ class InputFile:
     out_stem: Path
 
 
-def _stem(path: Path) -> str:
+def file_stem(path: Path) -> str:
+    """File name without its image suffix (``.nii.gz`` counts as one); names without a suffix stay whole."""
     name = path.name
     for suffix in (".nii.gz",):
         if name.lower().endswith(suffix):
@@ -67,9 +68,9 @@ def collect_inputs(
                 if skip is not None and file.resolve().is_relative_to(skip):
                     continue
                 rel = file.relative_to(path)
-                found.append(InputFile(file, rel.parent / _stem(file)))
+                found.append(InputFile(file, rel.parent / file_stem(file)))
         else:
-            found.append(InputFile(path, Path(_stem(path))))
+            found.append(InputFile(path, Path(file_stem(path))))
     return found
 
 

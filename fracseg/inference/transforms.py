@@ -11,6 +11,7 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from fracseg.inference.batch import file_stem
 from fracseg.inference.outputs import write_mask_png
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class SaveMaskd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         source = Path(str(d[self.meta_key].meta["filename_or_obj"]))
-        stem = source.name[: -len(".nii.gz")] if source.name.endswith(".nii.gz") else source.stem
+        stem = file_stem(source)
         for key in self.key_iterator(d):
             mask = np.asarray(d[key].detach().cpu() if hasattr(d[key], "detach") else d[key])[0]
             target = self.output_dir / f"{stem}_{self.postfix}.png"
