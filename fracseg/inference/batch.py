@@ -145,7 +145,7 @@ def _finish_and_write(
     pred = predictor.finish(loaded["prepared"], probability)
     mask_path, overlay_path = _outputs(output, item)
     write_mask_png(mask_path, pred.mask)
-    write_overlay_png(overlay_path, pred.image, pred.mask)
+    write_overlay_png(overlay_path, pred.image, pred.mask, normalized=True)  # already in [0, 1]
     _, regions = ndimage.label(pred.mask)
     row = {
         "image": str(item.path),

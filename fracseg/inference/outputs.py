@@ -23,9 +23,20 @@ def write_mask_png(path: str | Path, mask: np.ndarray) -> None:
         Image.fromarray(out, mode="L").save(tmp, format="PNG")
 
 
-def overlay_rgb(image: np.ndarray, mask: np.ndarray, alpha: float = 0.35) -> np.ndarray:
-    """Grey X-ray (any range) with the mask filled semi-transparent red and outlined in yellow."""
-    grey = np.asarray(normalize_intensity(np.asarray(image, dtype=np.float32))) * 255.0
+def overlay_rgb(
+    image: np.ndarray, mask: np.ndarray, alpha: float = 0.35, normalized: bool = False
+) -> np.ndarray:
+    """Grey X-ray with the mask filled semi-transparent red and outlined in yellow.
+
+    Args:
+        image: ``(H, W)`` X-ray, any range (normalised here) or, with ``normalized``, already in [0, 1]
+            (the predictor's output: normalising it again would cost a percentile pass per image).
+        mask: ``(H, W)`` boolean/0-1 mask.
+        alpha: fill opacity.
+        normalized: ``image`` is already :func:`normalize_intensity` output.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    grey = (np.clip(image, 0.0, 1.0) if normalized else np.asarray(normalize_intensity(image))) * 255.0
     rgb = np.repeat(grey[..., None], 3, axis=2)
     m = np.asarray(mask) > 0
     rgb[m] = (1 - alpha) * rgb[m] + alpha * FILL_RGB
@@ -37,7 +48,9 @@ def overlay_rgb(image: np.ndarray, mask: np.ndarray, alpha: float = 0.35) -> np.
     return out
 
 
-def write_overlay_png(path: str | Path, image: np.ndarray, mask: np.ndarray) -> None:
+def write_overlay_png(
+    path: str | Path, image: np.ndarray, mask: np.ndarray, normalized: bool = False
+) -> None:
     """Write :func:`overlay_rgb` as PNG."""
     with atomic_path(path) as tmp:
-        Image.fromarray(overlay_rgb(image, mask), mode="RGB").save(tmp, format="PNG")
+        Image.fromarray(overlay_rgb(image, mask, normalized=normalized), mode="RGB").save(tmp, format="PNG")
