@@ -8,7 +8,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fracseg-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv demo test lint format clean
+.PHONY: venv demo test lint format clean system-tools
+
+# Debian tools the tests drive: dciodvfy validates DICOM SEG output (dicom3tools).
+SYSTEM_TOOLS := dciodvfy:dicom3tools
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 venv: $(STAMP)
 
@@ -23,8 +27,17 @@ demo: $(STAMP)
 	$(BIN)/fracseg infer data/samples --output outputs/demo
 	@cat outputs/demo/predictions.csv
 
+## Install missing Debian tools that the tests use (needs root or sudo; skipped when present).
+system-tools:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get install -y -q --no-install-recommends $$missing >/dev/null \
+	  || { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q --no-install-recommends $$missing >/dev/null; }; \
+	fi
+
 ## Lint, then the whole test suite (reads ../shared/data like CI).
-test: $(STAMP)
+test: $(STAMP) system-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -1,4 +1,7 @@
-"""``fracseg`` command line: ``prepare``, ``info``, ``infer``. Thin: the work happens in the library."""
+"""``fracseg`` command line: ``prepare``, ``info``, ``infer``, ``evaluate``.
+
+Thin: the work happens in the library.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from fracseg import __version__
 from fracseg.errors import FracsegError
+
+if TYPE_CHECKING:
+    from fracseg.inference import Predictor
 
 logger = logging.getLogger("fracseg")
 
@@ -59,13 +66,20 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _predictor(args: argparse.Namespace) -> Predictor:
+    from pathlib import Path
+
+    from fracseg.inference import DEFAULT_BUNDLE, Predictor
+
+    bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
+    weights = args.weights or bundle / "models" / "model.pt"
+    return Predictor(weights=weights, device=args.device, threshold=args.threshold, bundle=bundle)
+
+
 def _cmd_infer(args: argparse.Namespace) -> int:
-    from fracseg.inference import DEFAULT_WEIGHTS, Predictor
     from fracseg.inference.batch import run_batch
 
-    predictor = Predictor(
-        weights=args.weights or DEFAULT_WEIGHTS, device=args.device, threshold=args.threshold
-    )
+    predictor = _predictor(args)
     # Measured (scripts/bench_infer.py): on 2 CPU cores batch 1 in one process is fastest, since decoding
     # workers compete with the network for the cores; a GPU wants batches and parallel decoding.
     on_cpu = predictor.device.type == "cpu"
@@ -78,12 +92,74 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         batch_size=args.batch_size or (1 if on_cpu else 16),
         num_workers=workers,
         overwrite=args.overwrite,
+        dicom_seg=args.dicom_seg,
     )
     print(
         f"wrote {args.output}/predictions.csv ({failed} failed)"
         + ("" if predictor.trained else " -- UNTRAINED model: masks are not meaningful")
     )
     return 1 if failed else 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from fracseg.evaluation import evaluate
+
+    predictor = _predictor(args)
+    bar = tqdm(desc=f"evaluate {args.split}", unit="img", disable=args.quiet)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    metrics = evaluate(
+        args.root,
+        args.split,
+        args.output,
+        predictor,
+        prepared=args.prepared,
+        calibrate_rule=args.calibrate,
+        limit=args.limit,
+        progress=progress,
+    )
+    bar.close()
+    px, img, inst = metrics["pixel"], metrics["image"], metrics["instance"]
+    print(
+        f"{args.split}: {metrics['fractured_images']} fractured + {metrics['non_fractured_images']} "
+        f"non-fractured images, {len(metrics['errors'])} unreadable\n"
+        f"  Dice mean {px['dice']['mean']:.3f} (median {px['dice']['median']:.3f}), "
+        f"IoU {px['iou']['mean']:.3f}, "
+        f"precision {px['precision']['mean']:.3f}, recall {px['recall']['mean']:.3f}, "
+        f"HD95 median {px['hd95']['median']:.1f} px\n"
+        f"  instances hit {inst['hit_instances']}/{inst['gt_instances']}, mask AP50 {inst['mask_ap50']:.3f}, "
+        f"FP regions/non-fractured image {inst['fp_regions_per_non_fractured_image']:.2f}\n"
+        f"  image level: AUROC {img['auroc']:.3f}, sensitivity {img['sensitivity']:.3f}, "
+        f"specificity {img['specificity']:.3f}\n"
+        f"  wrote {args.output}/metrics.json, per_image.csv, report.md, report.html"
+    )
+    if "calibration" in metrics:
+        cal = metrics["calibration"]
+        print(
+            f"  calibration (this split): threshold {cal['threshold']}, score_top_pixels "
+            f"{cal['score_top_pixels']}, score_threshold {cal['score_threshold']:.4f}"
+        )
+    if not predictor.trained:
+        print("  -- UNTRAINED model: these numbers are not meaningful")
+    return 0
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bundle", default=None, help="bundle folder: network, weights and thresholds (default: bundle/)"
+    )
+    parser.add_argument(
+        "--weights", default=None, help="generator checkpoint (default: <bundle>/models/model.pt)"
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="pixel threshold (default: the bundle's)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,21 +191,39 @@ def build_parser() -> argparse.ArgumentParser:
     infer = sub.add_parser("infer", help="segment files/folders: masks, overlays, predictions.csv")
     infer.add_argument("inputs", nargs="+", help="files or folders (searched recursively)")
     infer.add_argument("--output", "-o", required=True, help="output folder")
+    _model_arguments(infer)
     infer.add_argument(
-        "--weights", default=None, help="generator checkpoint (default: the bundle's model.pt)"
+        "--batch-size", type=int, default=None, help="images per network call (default: 1 on CPU, 16 on GPU)"
     )
-    infer.add_argument("--device", default="cpu")
-    infer.add_argument("--threshold", type=float, default=None, help="default: the bundle's")
-    infer.add_argument("--batch-size", type=int, default=4, help="images per network call")
     infer.add_argument(
         "--workers",
         type=int,
-        default=min(2, os.cpu_count() or 1),
-        help="decoding worker processes (0: decode in the main process)",
+        default=None,
+        help="decoding worker processes (0: in the main process; default: 0 on CPU, 4 on GPU)",
     )
     infer.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
+    infer.add_argument(
+        "--dicom-seg",
+        action="store_true",
+        help="also write a DICOM SEG (<stem>_seg.dcm) for each DICOM input",
+    )
     infer.add_argument("--quiet", action="store_true", help="no progress bar")
     infer.set_defaults(func=_cmd_infer)
+
+    ev = sub.add_parser("evaluate", help="score the model on a FracAtlas split: metrics.json + report")
+    ev.add_argument("root", help="FracAtlas root folder (release layout; the full release's test.csv works)")
+    ev.add_argument("--split", default="valid", choices=("train", "valid", "test"))
+    ev.add_argument("--output", "-o", required=True, help="output folder")
+    ev.add_argument("--prepared", default=None, help="preparation folder (default: <output>/prepared)")
+    _model_arguments(ev)
+    ev.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="also choose thresholds on this split and record them in metrics.json (valid only)",
+    )
+    ev.add_argument("--limit", type=int, default=None, help="first N fractured + N non-fractured images")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=_cmd_evaluate)
     return parser
 
 

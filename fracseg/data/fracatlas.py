@@ -11,14 +11,15 @@ Output (``OUT``)::
 
     OUT/masks/<image_id>.png     uint8, 0 background / 1 fracture, in the displayed (EXIF-applied) frame
     OUT/datalist.json            MONAI datalist: training, validation[, test], negatives,
-                                 negatives_train, negatives_valid
+                                 negatives_train, negatives_valid, negatives_test
     OUT/report.json              counts and every problem found
 
 Decisions: the image folder and the COCO polygons define "fractured" (``dataset.csv`` is known to be
 wrong for IMG0003298; conflicts are reported, not silently fixed); unreadable images (truncated JPEGs)
 are reported and left out of every list; negatives get an empty mask and a deterministic fold
-(``sha256(image_id) % 5``; fold 0 is ``negatives_valid``) because the official split covers fractured
-images only.
+(``sha256(image_id) % 5``; fold 0 is ``negatives_valid``, fold 1 ``negatives_test``, folds 2-4
+``negatives_train``) because the official split covers fractured images only. ``negatives_test`` is never
+trained on, so the withheld test split can be scored at image level (AUROC, specificity) without leakage.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ SPLITS = {"train": "training", "valid": "validation", "test": "test"}
 BODY_PARTS = ("hand", "leg", "hip", "shoulder", "mixed")
 FLAG_COLUMNS = (*BODY_PARTS, "hardware", "multiscan", "frontal", "lateral", "oblique")
 NEGATIVE_FOLDS = 5
+#: Held-out negative folds; every other fold is ``negatives_train``.
+NEGATIVE_FOLD_KEYS = {0: "negatives_valid", 1: "negatives_test"}
 CITATION = (
     "FracAtlas: Abedeen et al., Scientific Data 10, 521 (2023), doi:10.1038/s41597-023-02432-4; "
     "data doi:10.6084/m9.figshare.22363012; CC BY 4.0"
@@ -95,7 +98,8 @@ class PrepareReport:
         )
         lines.append(
             f"  negatives: {c.get('negatives', 0)} usable "
-            f"(train {c.get('negatives_train', 0)}, valid {c.get('negatives_valid', 0)})"
+            f"(train {c.get('negatives_train', 0)}, valid {c.get('negatives_valid', 0)}, "
+            f"test {c.get('negatives_test', 0)})"
         )
         lines.append(
             f"  polygons: {c.get('polygons', 0)} rasterised; outside the image: "
@@ -141,6 +145,53 @@ def _body_part(row: dict[str, str] | None) -> str:
     return parts[0] if len(parts) == 1 else "mixed"
 
 
+class CocoPolygons(dict[str, list[tuple[int, list[float]]]]):
+    """``image_id -> [(annotation_id, flat polygon), ...]`` with the COCO image sizes in ``sizes``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: dict[str, tuple[int | None, int | None]] = {}
+
+
+def read_coco_polygons(root: str | Path) -> tuple[CocoPolygons, list[dict[str, str]]]:
+    """The fracture polygons of a FracAtlas root, by image id, in annotation-id order.
+
+    Every polygon is one ground-truth instance (as in the FracAtlas YOLO/COCO baselines). Returns the
+    polygons and the problems found: ``kind`` "missing" (annotation of an unknown image) or "conflict"
+    (RLE instead of polygons; ignored).
+    """
+    coco = json.loads((Path(root) / COCO_PATH).read_text(encoding="utf-8"))
+    coco_images = {img["id"]: img for img in coco.get("images", [])}
+    polygons = CocoPolygons()
+    for img in coco_images.values():
+        polygons.sizes[_stem(img["file_name"])] = (img.get("height"), img.get("width"))
+    problems: list[dict[str, str]] = []
+    for ann in sorted(coco.get("annotations", []), key=lambda a: a["id"]):
+        img = coco_images.get(ann["image_id"])
+        if img is None:
+            problems.append(
+                {
+                    "kind": "missing",
+                    "image_id": f"coco image id {ann['image_id']}",
+                    "reason": f"annotation {ann['id']} refers to an unknown COCO image",
+                }
+            )
+            continue
+        segs = ann.get("segmentation") or []
+        if not isinstance(segs, list):
+            problems.append(
+                {
+                    "kind": "conflict",
+                    "image_id": _stem(img["file_name"]),
+                    "reason": f"annotation {ann['id']} is RLE, not polygons; ignored",
+                }
+            )
+            continue
+        for flat in segs:
+            polygons.setdefault(_stem(img["file_name"]), []).append((ann["id"], flat))
+    return polygons, problems
+
+
 def negative_fold(image_id: str) -> int:
     """Deterministic fold (0..4) of a non-fractured image, stable across machines and releases."""
     return int(hashlib.sha256(_stem(image_id).encode()).hexdigest(), 16) % NEGATIVE_FOLDS
@@ -180,31 +231,11 @@ def prepare_fracatlas(
     report = PrepareReport(root=str(root), out=str(out))
     counts: dict[str, int] = defaultdict(int)
 
-    coco = json.loads((root / COCO_PATH).read_text(encoding="utf-8"))
-    coco_images = {img["id"]: img for img in coco.get("images", [])}
-    by_name = {_stem(img["file_name"]): img for img in coco_images.values()}
-    polygons: dict[str, list[tuple[int, list[float]]]] = defaultdict(list)
-    for ann in sorted(coco.get("annotations", []), key=lambda a: a["id"]):
-        img = coco_images.get(ann["image_id"])
-        if img is None:
-            report.missing_images.append(
-                {
-                    "image_id": f"coco image id {ann['image_id']}",
-                    "reason": f"annotation {ann['id']} refers to an unknown COCO image",
-                }
-            )
-            continue
-        segs = ann.get("segmentation") or []
-        if not isinstance(segs, list):
-            report.label_conflicts.append(
-                {
-                    "image_id": _stem(img["file_name"]),
-                    "reason": f"annotation {ann['id']} is RLE, not polygons; ignored",
-                }
-            )
-            continue
-        for flat in segs:
-            polygons[_stem(img["file_name"])].append((ann["id"], flat))
+    polygons, problems = read_coco_polygons(root)
+    by_name = polygons.sizes
+    for problem in problems:
+        target = report.missing_images if problem["kind"] == "missing" else report.label_conflicts
+        target.append({"image_id": problem["image_id"], "reason": problem["reason"]})
 
     table = {_stem(r["image_id"]): r for r in _read_csv(root / DATASET_CSV)}
     split_of: dict[str, str] = {}
@@ -260,14 +291,10 @@ def prepare_fracatlas(
             continue
         height, width = image.meta.original_size
         image_polys = polygons.get(image_id, [])
-        coco_img = by_name.get(image_id)
-        if coco_img is not None and (coco_img.get("height"), coco_img.get("width")) != (height, width):
+        coco_size = by_name.get(image_id)
+        if coco_size is not None and coco_size != (height, width):
             report.size_mismatches.append(
-                {
-                    "image_id": image_id,
-                    "coco": [coco_img.get("height"), coco_img.get("width")],
-                    "displayed": [height, width],
-                }
+                {"image_id": image_id, "coco": list(coco_size), "displayed": [height, width]}
             )
         for ann_id, flat in image_polys:
             check = check_polygon(flat, height, width)
@@ -333,13 +360,20 @@ def prepare_fracatlas(
             fold = negative_fold(image_id)
             entry["fold"] = fold
             lists["negatives"].append(entry)
-            lists["negatives_valid" if fold == 0 else "negatives_train"].append(entry)
+            lists[NEGATIVE_FOLD_KEYS.get(fold, "negatives_train")].append(entry)
         if progress:
             progress(done, total)
 
     datalist = {
         key: lists.get(key, [])
-        for key in ("training", "validation", "negatives", "negatives_train", "negatives_valid")
+        for key in (
+            "training",
+            "validation",
+            "negatives",
+            "negatives_train",
+            "negatives_valid",
+            "negatives_test",
+        )
     }
     if (root / SPLIT_DIR / "test.csv").exists():
         datalist["test"] = lists.get("test", [])

@@ -20,14 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fracseg.errors import FracsegError
 from fracseg.inference.outputs import write_mask_png, write_overlay_png
 from fracseg.inference.predictor import Predictor
-from fracseg.io import is_supported_file, remove_stale_temporaries, write_json_atomic, write_text_atomic
+from fracseg.io import (
+    ImageFormat,
+    is_supported_file,
+    remove_stale_temporaries,
+    write_json_atomic,
+    write_text_atomic,
+)
+from fracseg.io.dicom_seg import write_dicom_seg
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +126,11 @@ def _outputs(output: Path, item: InputFile) -> tuple[Path, Path]:
     return base.parent / f"{base.name}_mask.png", base.parent / f"{base.name}_overlay.png"
 
 
+def _seg_path(output: Path, item: InputFile) -> Path:
+    base = output / item.out_stem
+    return base.parent / f"{base.name}_seg.dcm"
+
+
 def _complete(output: Path, item: InputFile, settings: dict[str, Any]) -> dict[str, Any] | None:
     """The stored result row when ``item`` was fully written with the same settings, else None."""
     record = _record_path(output, item)
@@ -129,7 +140,11 @@ def _complete(output: Path, item: InputFile, settings: dict[str, Any]) -> dict[s
         content = json.loads(record.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    return content["row"] if content.get("settings") == settings else None
+    if content.get("settings") != settings:
+        return None
+    if content.get("dicom_seg") and not _seg_path(output, item).exists():
+        return None
+    return content["row"]
 
 
 def _finish_and_write(
@@ -146,18 +161,23 @@ def _finish_and_write(
     mask_path, overlay_path = _outputs(output, item)
     write_mask_png(mask_path, pred.mask)
     write_overlay_png(overlay_path, pred.image, pred.mask, normalized=True)  # already in [0, 1]
-    _, regions = ndimage.label(pred.mask)
+    seg_written = False
+    if settings.get("dicom_seg") and pred.meta.get("format") == ImageFormat.DICOM:
+        write_dicom_seg(item.path, pred.mask, _seg_path(output, item))
+        seg_written = True
     row = {
         "image": str(item.path),
         "fracture_score": round(pred.fracture_score, 6),
-        "fracture_present": int(pred.mask.any()),
+        "fracture_present": int(pred.fracture_present),
         "mask_pixels": int(pred.mask.sum()),
-        "regions": int(regions),
+        "regions": len(pred.decision.regions),
         "seconds": round(loaded["seconds"] + infer_seconds + time.perf_counter() - start, 4),
         "error": "",
     }
     # The record is written last: its presence means mask and overlay are complete.
-    write_json_atomic(_record_path(output, item), {"row": row, "settings": settings})
+    write_json_atomic(
+        _record_path(output, item), {"row": row, "settings": settings, "dicom_seg": seg_written}
+    )
     return row
 
 
@@ -169,20 +189,22 @@ def run_batch(
     batch_size: int = 4,
     num_workers: int = 0,
     overwrite: bool = False,
+    dicom_seg: bool = False,
 ) -> int:
     """Predict every input; return the number of failed files.
 
     Decoding runs in ``num_workers`` DataLoader workers, the network sees batches of ``batch_size``, and
     PNG encoding/writing runs in a background thread, so the three overlap. Inputs whose outputs are
     complete (same weights, threshold and size) are skipped unless ``overwrite``; ``predictions.csv`` is
-    rebuilt from the per-image records, so a run killed at any point resumes where it stopped.
+    rebuilt from the per-image records, so a run killed at any point resumes where it stopped. With
+    ``dicom_seg``, every DICOM input also gets ``<stem>_seg.dcm`` (:mod:`fracseg.io.dicom_seg`).
     """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     if stale := remove_stale_temporaries(output):
         logger.info("removed %d partial files left by an interrupted run", stale)
     files = collect_inputs(inputs, exclude=output)
-    settings = predictor.settings()
+    settings = {**predictor.settings(), "dicom_seg": dicom_seg}
     rows: dict[InputFile, dict[str, Any]] = {}
     todo: list[InputFile] = []
     for item in files:

@@ -16,6 +16,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd
 
 from fracseg.errors import find_fracseg_error
+from fracseg.inference.decision import Decision, DecisionRule, decide
 from fracseg.networks import build_generator, with_empty_guidance
 from fracseg.transforms import DEFAULT_SPATIAL_SIZE, letterbox_transforms, loading_transforms
 
@@ -33,20 +34,32 @@ class Prediction:
     Attributes:
         image: the input X-ray at its displayed size, ``(H, W)`` float32 in [0, 1].
         probability: fracture probability ``(H, W)`` float32.
-        mask: ``(H, W)`` bool, ``probability >= threshold``.
-        fracture_score: the highest fracture probability in the image (0..1).
+        decision: mask, regions, ``fracture_score`` and ``fracture_present`` from the bundle's
+            :class:`~fracseg.inference.decision.DecisionRule`.
         meta: reader metadata (``XrayMeta.to_dict()`` plus MONAI keys).
     """
 
     image: np.ndarray
     probability: np.ndarray
-    mask: np.ndarray
-    fracture_score: float
+    decision: Decision
     meta: dict[str, Any]
+
+    @property
+    def mask(self) -> np.ndarray:
+        """``(H, W)`` bool fracture mask (empty when the image is judged fracture-free)."""
+        return self.decision.mask
+
+    @property
+    def fracture_score(self) -> float:
+        return self.decision.fracture_score
+
+    @property
+    def fracture_present(self) -> bool:
+        return self.decision.fracture_present
 
 
 def bundle_settings(bundle: str | os.PathLike[str] = DEFAULT_BUNDLE) -> dict[str, Any]:
-    """The generator definition, letterbox size and threshold of ``<bundle>/configs/inference.json``.
+    """The generator definition, letterbox size and decision rule of ``<bundle>/configs/inference.json``.
 
     The bundle is the single definition of the shipped model: the CLI reads the same ``network_def``
     hyper-parameters that ``python -m monai.bundle run --config_file .../inference.json`` instantiates.
@@ -57,7 +70,7 @@ def bundle_settings(bundle: str | os.PathLike[str] = DEFAULT_BUNDLE) -> dict[str
         "strides": config.get("generator_strides", [2, 2, 2, 2]),
         "num_res_units": config.get("generator_res_units", 2),
         "spatial_size": int(config.get("spatial_size", DEFAULT_SPATIAL_SIZE)),
-        "threshold": float(config.get("threshold", 0.5)),
+        "rule": DecisionRule.from_config(config),
     }
 
 
@@ -70,7 +83,10 @@ class Predictor:
         device: torch device string.
         spatial_size: letterbox side used by the pre-processing (must match training); default: the
             bundle's.
-        threshold: probability threshold for the mask; default: the bundle's.
+        threshold: pixel probability threshold for the mask; default: the bundle's.
+        rule: the whole decision rule (overrides ``threshold`` and the bundle's rule).
+        network: an already built generator (e.g. a bundle config's ``network_def``) instead of the one
+            ``<bundle>/configs/inference.json`` defines.
         bundle: bundle folder whose ``configs/inference.json`` defines the generator.
     """
 
@@ -81,13 +97,17 @@ class Predictor:
         spatial_size: int | None = None,
         threshold: float | None = None,
         bundle: str | os.PathLike[str] = DEFAULT_BUNDLE,
+        rule: DecisionRule | None = None,
+        network: torch.nn.Module | None = None,
     ) -> None:
         settings = bundle_settings(bundle)
         self.device = torch.device(device)
-        self.threshold = settings["threshold"] if threshold is None else threshold
+        self.rule: DecisionRule = rule or settings["rule"]
+        if threshold is not None and rule is None:
+            self.rule = DecisionRule(**{**self.rule.to_dict(), "threshold": float(threshold)})
         spatial_size = settings["spatial_size"] if spatial_size is None else spatial_size
         torch.manual_seed(0)
-        self.network = build_generator(
+        self.network = network or build_generator(
             channels=settings["channels"],
             strides=settings["strides"],
             num_res_units=settings["num_res_units"],
@@ -114,11 +134,16 @@ class Predictor:
         self.letterbox = Compose(letterbox_transforms(spatial_size=spatial_size))
         self.invert = Invertd(keys="pred", transform=self.letterbox, orig_keys="image", nearest_interp=False)
 
+    @property
+    def threshold(self) -> float:
+        """The pixel threshold of the decision rule."""
+        return self.rule.threshold
+
     def settings(self) -> dict[str, Any]:
         """What determines the outputs besides the input: recorded with results to make resume safe."""
         return {
             "weights_sha256": self.weights_sha256,
-            "threshold": self.threshold,
+            **self.rule.to_dict(),
             "spatial_size": self.spatial_size,
             "trained_model": self.trained,
         }
@@ -160,8 +185,7 @@ class Predictor:
         return Prediction(
             image=prepared["original"],
             probability=prob,
-            mask=prob >= self.threshold,
-            fracture_score=float(prob.max()) if prob.size else 0.0,
+            decision=decide(prob, self.rule),
             meta=dict(image.meta),
         )
 

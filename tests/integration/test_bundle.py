@@ -218,6 +218,11 @@ def test_evaluate_config_writes_metrics(shared_data, prepared, trained_model) ->
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = (trained_model / "runs" / "eval" / "val_mean_dice_summary.csv").read_text().splitlines()
     assert summary[0].startswith("class,mean") and summary[1].endswith("82.0000")
+    # Step 2: the fracseg report on the same split, at the displayed size, with the bundle's rule.
+    metrics = json.loads((trained_model / "runs" / "eval" / "report" / "metrics.json").read_text())
+    assert metrics["split"] == "valid" and metrics["fractured_images"] == 82
+    assert metrics["non_fractured_images"] == 123 and metrics["model"]["trained_model"]
+    assert (trained_model / "runs" / "eval" / "report" / "report.md").exists()
 
 
 def test_inference_config_writes_masks_at_input_size(trained_model, tmp_path) -> None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
@@ -38,7 +39,9 @@ def test_main_job_on_samples_and_shared_dicoms(tmp_path, shared_data) -> None:
     shutil.copy(shared_data / "dicom" / "CR-MONO1-10-chest.dcm", inputs / "pacs" / "CR-MONO1-10-chest.dcm")
     (inputs / "pacs" / "broken.dcm").write_bytes(b"\x00" * 64 + b"garbage")
     out = tmp_path / "out"
-    proc = _run(str(inputs), str(REPO / "data" / "samples" / "IMG0004068.jpg"), "--output", str(out))
+    proc = _run(
+        str(inputs), str(REPO / "data" / "samples" / "IMG0004068.jpg"), "--output", str(out), "--dicom-seg"
+    )
     assert proc.returncode == 1, proc.stderr  # one bad file -> non-zero exit, batch completed
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert tuple(rows[0].keys()) == CSV_COLUMNS
@@ -68,6 +71,18 @@ def test_main_job_on_samples_and_shared_dicoms(tmp_path, shared_data) -> None:
     assert (out / "IMG0004068_mask.png").exists()  # a file input goes straight into the output folder
     exif = np.asarray(Image.open(out / "samples" / "IMG0002628_mask.png"))
     assert exif.shape == (373, 454)  # EXIF-upright frame
+    # --dicom-seg: a SEG next to the mask for every DICOM input (4 here), none for JPEGs.
+    segs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*_seg.dcm"))
+    assert segs == [
+        "pacs/CR-MONO1-10-chest_seg.dcm",
+        "pacs/a/CR-MONO1-10-chest_seg.dcm",
+        "pacs/a/CR-ModalitySequenceLUT_seg.dcm",
+        "samples/IMG0003766_CR_seg.dcm",
+    ]
+    for seg_path in out.rglob("*_seg.dcm"):
+        seg = pydicom.dcmread(seg_path)
+        mask = np.asarray(Image.open(seg_path.with_name(seg_path.name.replace("_seg.dcm", "_mask.png")))) > 0
+        np.testing.assert_array_equal(seg.pixel_array.astype(bool), mask)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 10 and summary["failed"] == 1
     assert not list(out.rglob("*.tmp*"))

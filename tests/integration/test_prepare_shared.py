@@ -70,7 +70,10 @@ def test_datalist_matches_official_split_files(prepared, shared_data) -> None:
         assert {e["image_id"] for e in dl[key]} == ids
     assert "test" not in dl  # withheld in the development subset
     assert not {e["image_id"] for e in dl["negatives"]} & TRUNCATED
-    assert len(dl["negatives_train"]) + len(dl["negatives_valid"]) == len(dl["negatives"]) == 591
+    folds = [len(dl[k]) for k in ("negatives_train", "negatives_valid", "negatives_test")]
+    assert folds == [355, 123, 113] and sum(folds) == len(dl["negatives"]) == 591
+    held_out = {e["image_id"] for e in dl["negatives_valid"] + dl["negatives_test"]}
+    assert not held_out & {e["image_id"] for e in dl["negatives_train"]}
 
 
 def test_masks_match_image_sizes_including_exif_rotated(prepared, shared_data) -> None:

@@ -34,7 +34,8 @@ def test_datalists_follow_the_official_split_and_include_test(prepared) -> None:
     assert [e["image_id"] for e in dl["validation"]] == ["F4", "F6"]
     assert [e["image_id"] for e in dl["test"]] == ["F5"]
     assert [e["image_id"] for e in dl["negatives"]] == ["N1", "N2"]  # N3 is truncated
-    assert sorted(e["image_id"] for e in dl["negatives_train"] + dl["negatives_valid"]) == ["N1", "N2"]
+    folds = dl["negatives_train"] + dl["negatives_valid"] + dl["negatives_test"]
+    assert sorted(e["image_id"] for e in folds) == ["N1", "N2"]
     assert all(e["fold"] == negative_fold(e["image_id"]) for e in dl["negatives"])
     assert dl["licence"] == "CC BY 4.0" and "FracAtlas" in dl["reference"]
     assert report.counts["training"] == 3 and report.counts["test"] == 1 and report.counts["negatives"] == 2

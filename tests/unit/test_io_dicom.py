@@ -14,77 +14,30 @@ import openjpeg
 import pydicom
 import pytest
 from pydicom import uid
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.filewriter import dcmwrite
 from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
 
 from fracseg.errors import ImageReadError
 from fracseg.io import ImageFormat, read_dicom, read_xray
-
-CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
-DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
-DX_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.1.1"
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-
-STUDY_UID = "1.2.826.0.1.3680043.8.498.1"
-SERIES_UID = "1.2.826.0.1.3680043.8.498.1.2"
-SOP_UID = "1.2.826.0.1.3680043.8.498.1.2.3"
-FOR_UID = "1.2.826.0.1.3680043.8.498.1.9"
+from tests.helpers.dicom_factory import (
+    CR_IMAGE_STORAGE,
+    CT_IMAGE_STORAGE,
+    DX_FOR_PRESENTATION,
+    DX_FOR_PROCESSING,
+    FOR_UID,
+    SECONDARY_CAPTURE,
+    SERIES_UID,
+    SOP_UID,
+    STUDY_UID,
+    make_dataset,
+    save,
+)
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel())[0, 1])
-
-
-def make_dataset(
-    pixels: np.ndarray,
-    *,
-    photometric: str = "MONOCHROME2",
-    modality: str | None = "CR",
-    sop_class: str = CR_IMAGE_STORAGE,
-    bits_stored: int | None = None,
-) -> FileDataset:
-    """A minimal, valid single-frame image dataset holding ``pixels`` (uint8/uint16, (H, W) or (H, W, 3))."""
-    pixels = np.ascontiguousarray(pixels)
-    file_meta = FileMetaDataset()
-    file_meta.MediaStorageSOPClassUID = sop_class
-    file_meta.MediaStorageSOPInstanceUID = SOP_UID
-    file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
-    file_meta.ImplementationClassUID = uid.PYDICOM_IMPLEMENTATION_UID
-    ds = FileDataset("synthetic.dcm", {}, file_meta=file_meta, preamble=b"\0" * 128)
-    ds.is_little_endian = True
-    ds.is_implicit_VR = False
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = SOP_UID
-    ds.StudyInstanceUID = STUDY_UID
-    ds.SeriesInstanceUID = SERIES_UID
-    ds.FrameOfReferenceUID = FOR_UID
-    ds.PatientID = "FRACSEG-TEST"
-    ds.PatientName = "Test^Patient"
-    if modality is not None:
-        ds.Modality = modality
-    ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
-    bits_allocated = pixels.dtype.itemsize * 8
-    ds.BitsAllocated = bits_allocated
-    ds.BitsStored = bits_stored or bits_allocated
-    ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = 0
-    if pixels.ndim == 3:
-        ds.SamplesPerPixel = 3
-        ds.PlanarConfiguration = 0
-        ds.PhotometricInterpretation = "RGB"
-    else:
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = photometric
-    ds.PixelData = pixels.tobytes()
-    return ds
-
-
-def save(ds: Dataset, path: Path) -> Path:
-    ds.save_as(path, write_like_original=False)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,129 @@
+"""From a fracture probability map to the reported answer: mask, regions, image score, yes/no.
+
+One rule, used by ``fracseg infer``, ``fracseg evaluate`` and the bundle's inference config:
+
+1. ``candidate = probability >= threshold`` (pixel threshold);
+2. connected regions (8-connectivity) smaller than ``min_region_pixels`` are dropped;
+3. ``fracture_score`` = the mean of the ``score_top_pixels`` highest probabilities in the image
+   (1 gives the maximum; a larger value ignores isolated hot pixels);
+4. ``fracture_present = fracture_score >= score_threshold``; when it is false the mask is emptied, so
+   an image judged fracture-free never shows a fracture region.
+
+All four settings live in ``bundle/configs/inference.json`` and are chosen on the validation split by
+``fracseg evaluate --calibrate`` (never on test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+#: 8-connectivity: diagonal neighbours belong to the same region (thin oblique fracture lines).
+CONNECTIVITY = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """Settings of the probability -> answer rule (see the module docstring)."""
+
+    threshold: float = 0.5
+    score_threshold: float = 0.5
+    score_top_pixels: int = 1
+    min_region_pixels: int = 0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DecisionRule:
+        """Read the rule from an ``inference.json``-style mapping (missing keys keep the defaults)."""
+        defaults = cls()
+        return cls(
+            threshold=float(config.get("threshold", defaults.threshold)),
+            score_threshold=float(config.get("score_threshold", defaults.score_threshold)),
+            score_top_pixels=int(config.get("score_top_pixels", defaults.score_top_pixels)),
+            min_region_pixels=int(config.get("min_region_pixels", defaults.min_region_pixels)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Region:
+    """One connected predicted region: its value in :attr:`Decision.labels`, size and confidence."""
+
+    label: int
+    pixels: int
+    confidence: float  # mean probability inside the region
+    bbox: tuple[slice, slice]
+
+
+@dataclass
+class Decision:
+    """What the rule makes of one probability map.
+
+    ``labels`` numbers the kept regions 1..n in the order of ``regions`` (0 elsewhere); ``mask`` is
+    ``labels > 0``. ``fracture_present`` is true when the score passes and the mask is not empty.
+    """
+
+    mask: np.ndarray
+    labels: np.ndarray
+    fracture_score: float
+    fracture_present: bool
+    regions: list[Region] = field(default_factory=list)
+
+
+def fracture_score(probability: np.ndarray, top_pixels: int = 1) -> float:
+    """Mean of the ``top_pixels`` highest probabilities (the maximum for 1); 0 for an empty map."""
+    flat = np.asarray(probability, dtype=np.float32).ravel()
+    if flat.size == 0:
+        return 0.0
+    k = max(1, min(int(top_pixels), flat.size))
+    if k == 1:
+        return float(flat.max())
+    return float(np.partition(flat, flat.size - k)[flat.size - k :].mean())
+
+
+def find_regions(
+    mask: np.ndarray, probability: np.ndarray, min_pixels: int = 0
+) -> tuple[np.ndarray, list[Region]]:
+    """Label the connected regions of ``mask`` with at least ``min_pixels`` pixels.
+
+    Returns ``(labels, regions)``: regions are ordered by confidence (highest first) and numbered 1..n
+    in that order in ``labels``.
+    """
+    raw, count = ndimage.label(np.asarray(mask, dtype=bool), structure=CONNECTIVITY)
+    labels = np.zeros(raw.shape, dtype=np.int32)
+    if count == 0:
+        return labels, []
+    index = np.arange(1, count + 1)
+    sizes = np.bincount(raw.ravel(), minlength=count + 1)[1:]
+    means = np.atleast_1d(ndimage.mean(probability, raw, index))
+    boxes = ndimage.find_objects(raw)
+    keep = [i for i in range(count) if sizes[i] >= max(1, min_pixels)]
+    keep.sort(key=lambda i: (-means[i], i))
+    lookup = np.zeros(count + 1, dtype=np.int32)
+    regions = []
+    for new, i in enumerate(keep, start=1):
+        lookup[i + 1] = new
+        regions.append(Region(label=new, pixels=int(sizes[i]), confidence=float(means[i]), bbox=boxes[i]))
+    labels = lookup[raw]
+    return labels, regions
+
+
+def decide(probability: np.ndarray, rule: DecisionRule) -> Decision:
+    """Apply ``rule`` to a ``(H, W)`` probability map."""
+    prob = np.asarray(probability, dtype=np.float32)
+    score = fracture_score(prob, rule.score_top_pixels)
+    if score < rule.score_threshold:
+        empty = np.zeros(prob.shape, dtype=np.int32)
+        return Decision(mask=empty > 0, labels=empty, fracture_score=score, fracture_present=False)
+    labels, regions = find_regions(prob >= rule.threshold, prob, rule.min_region_pixels)
+    return Decision(
+        mask=labels > 0,
+        labels=labels,
+        fracture_score=score,
+        fracture_present=bool(regions),
+        regions=regions,
+    )

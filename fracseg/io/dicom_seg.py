@@ -1,0 +1,137 @@
+"""DICOM Segmentation (SEG) objects for a predicted fracture mask, written with highdicom.
+
+The SEG references its source instance and copies the patient and study identifiers, so a PACS or
+viewer (OHIF, 3D Slicer) files it next to the X-ray. Projection radiographs (CR/DX) have no patient
+coordinate system: the SEG is written without a Frame of Reference (pixel-grid aligned with the source),
+which is what the Segmentation IOD allows for such images. A Frame of Reference UID that some CR writers
+add anyway is ignored for that reason (highdicom would otherwise demand CT/MR-style plane geometry).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from fracseg import __version__
+from fracseg.errors import ImageReadError
+from fracseg.io.atomic import atomic_path
+
+#: SNOMED CT codes for the single segment (also what MONAI Label's label "fracture" maps to).
+CATEGORY = ("49755003", "SCT", "Morphologically Abnormal Structure")
+FRACTURE = ("72704001", "SCT", "Fracture")
+#: Algorithm family (CID 7162).
+AI_FAMILY = ("123110", "DCM", "Artificial Intelligence")
+#: Attributes the SEG needs (type 2: present, may be empty) but some X-ray exports leave out.
+TYPE2_FROM_SOURCE = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+REQUIRED_FOR_REFERENCE = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+def _source_for_seg(source: Dataset, path: str) -> Dataset:
+    missing = [kw for kw in REQUIRED_FOR_REFERENCE if not source.get(kw)]
+    if missing:
+        raise ImageReadError(path, f"cannot reference the source in a DICOM SEG: no {', '.join(missing)}")
+    ds = copy.deepcopy(source)
+    for keyword in TYPE2_FROM_SOURCE:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    if "FrameOfReferenceUID" in ds and "ImagePositionPatient" not in ds:
+        del ds.FrameOfReferenceUID  # a projection image: no patient-space geometry to carry
+    return ds
+
+
+def dicom_seg_dataset(
+    source: Dataset,
+    mask: np.ndarray,
+    source_path: str = "<dataset>",
+    series_number: int = 9901,
+) -> Dataset:
+    """Build a binary SEG (one segment, "Fracture") for ``mask`` on the pixel grid of ``source``.
+
+    Args:
+        source: the source instance's header (pixel data not needed).
+        mask: ``(Rows, Columns)`` boolean mask on the source pixel grid.
+        source_path: used in error messages.
+        series_number: SEG series number.
+
+    Raises:
+        ImageReadError: the source cannot be referenced or the mask does not fit its grid.
+    """
+    import highdicom as hd
+
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (int(source.Rows), int(source.Columns)):
+        raise ImageReadError(
+            source_path, f"mask {mask.shape} does not match the DICOM grid {(source.Rows, source.Columns)}"
+        )
+    src = _source_for_seg(source, source_path)
+    description = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="Fracture",
+        segmented_property_category=hd.sr.CodedConcept(*CATEGORY),
+        segmented_property_type=hd.sr.CodedConcept(*FRACTURE),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name="fracseg",
+            version=__version__,
+            family=hd.sr.CodedConcept(*AI_FAMILY),
+        ),
+    )
+    pixel_measures = None
+    spacing = src.get("PixelSpacing") or src.get("ImagerPixelSpacing")
+    if spacing is not None:
+        pixel_measures = hd.PixelMeasuresSequence(
+            pixel_spacing=[float(v) for v in spacing], slice_thickness=None
+        )
+    seg = hd.seg.Segmentation(
+        source_images=[src],
+        pixel_array=mask[None].astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description],
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="fracseg",
+        manufacturer_model_name="fracseg fracture segmentation",
+        software_versions=__version__,
+        device_serial_number="0",
+        series_description="fracseg fracture mask",
+        content_label="FRACTURE",
+        content_description="Fracture segmentation (fracseg, research use only)",
+        pixel_measures=pixel_measures,
+        omit_empty_frames=False,  # "no fracture found" is a result too: keep the (empty) frame
+    )
+    if "PatientOrientation" not in seg:  # type 2C in General Image when there is no Frame of Reference
+        seg.PatientOrientation = src.get("PatientOrientation", "")
+    return seg
+
+
+def write_dicom_seg(
+    source_path: str | os.PathLike[str], mask: np.ndarray, out_path: str | os.PathLike[str]
+) -> Path:
+    """Read ``source_path``'s header, build its SEG for ``mask`` and write it atomically to ``out_path``."""
+    source_path = os.fspath(source_path)
+    try:
+        source = pydicom.dcmread(source_path, stop_before_pixels=True, force=True)
+    except Exception as exc:  # any parse failure is reported against the file
+        raise ImageReadError(source_path, f"cannot read the DICOM header for the SEG: {exc}") from exc
+    seg = dicom_seg_dataset(source, mask, source_path)
+    out = Path(out_path)
+    with atomic_path(out) as tmp:
+        seg.save_as(tmp, write_like_original=False)
+    return out

@@ -1,0 +1,110 @@
+"""DICOM SEG output: read back pixel-exact, references the source, keeps identifiers, passes dciodvfy."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from fracseg.errors import ImageReadError
+from fracseg.io.dicom_seg import write_dicom_seg
+from tests.helpers.dicom_factory import make_dataset, save
+
+SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """Error lines of dciodvfy (dicom3tools); the Makefile's test target installs it."""
+    tool = shutil.which("dciodvfy")
+    assert tool, "dciodvfy is missing: run `make system-tools` (Debian package dicom3tools)"
+    proc = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
+
+
+def _mask(rows: int, cols: int) -> np.ndarray:
+    mask = np.zeros((rows, cols), dtype=bool)
+    mask[rows // 4 : rows // 2, cols // 3 : cols // 2] = True
+    mask[-3:, :5] = True  # touches the border: packing bits must not shift it
+    return mask
+
+
+def _check_seg(seg_path: Path, source: pydicom.Dataset, mask: np.ndarray) -> pydicom.Dataset:
+    seg = pydicom.dcmread(seg_path)
+    assert seg.SOPClassUID == SEG_STORAGE and seg.Modality == "SEG"
+    assert seg.SegmentationType == "BINARY" and seg.NumberOfFrames == 1
+    np.testing.assert_array_equal(seg.pixel_array.astype(bool), mask)
+    assert seg.SegmentSequence[0].SegmentLabel == "Fracture"
+    assert seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeValue == "72704001"
+    ref = seg.ReferencedSeriesSequence[0]
+    assert ref.SeriesInstanceUID == source.SeriesInstanceUID
+    assert ref.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    derivation = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0]
+    assert derivation.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    for keyword in ("PatientID", "PatientName", "StudyInstanceUID"):
+        assert str(seg.get(keyword, "")) == str(source.get(keyword, "")), keyword
+    assert seg.SeriesInstanceUID != source.SeriesInstanceUID
+    return seg
+
+
+@pytest.mark.parametrize("name", ["CR-MONO1-10-chest.dcm", "CR-ModalitySequenceLUT.dcm"])
+def test_seg_for_the_real_cr_files(tmp_path, shared_data, name) -> None:
+    src_path = shared_data / "dicom" / name
+    source = pydicom.dcmread(src_path, stop_before_pixels=True, force=True)
+    mask = _mask(source.Rows, source.Columns)
+    out = write_dicom_seg(src_path, mask, tmp_path / "seg.dcm")
+    _check_seg(out, source, mask)
+    errors = dciodvfy_errors(out)
+    if name == "CR-ModalitySequenceLUT.dcm":
+        # The source's own SOP Instance UID "999.999.01.23.45.6789" is invalid; the SEG must quote it to
+        # reference the image, so dciodvfy reports exactly that and nothing else.
+        assert errors and all("999.999.01.23.45.6789" in e or "invalid data values" in e for e in errors)
+    else:
+        assert errors == []
+
+
+def test_seg_for_the_sample_cr_and_a_synthetic_dx_without_patient_attributes(tmp_path) -> None:
+    sample = REPO / "data" / "samples" / "IMG0003766_CR.dcm"
+    source = pydicom.dcmread(sample, stop_before_pixels=True)
+    mask = _mask(source.Rows, source.Columns)
+    _check_seg(write_dicom_seg(sample, mask, tmp_path / "cr_seg.dcm"), source, mask)
+    assert dciodvfy_errors(tmp_path / "cr_seg.dcm") == []
+
+    ds = make_dataset(np.zeros((37, 53), np.uint16), modality="DX", sop_class="1.2.840.10008.5.1.4.1.1.1.1")
+    del ds.PatientName  # type 2 in the SEG: must be written (empty) even when the source lacks it
+    ds.ImagerPixelSpacing = [0.143, 0.143]
+    dx = save(ds, tmp_path / "dx.dcm")
+    mask = _mask(37, 53)
+    seg = _check_seg(write_dicom_seg(dx, mask, tmp_path / "dx_seg.dcm"), ds, mask)
+    assert "FrameOfReferenceUID" not in seg  # projection image: pixel-grid aligned, no patient geometry
+    assert [
+        float(v) for v in seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+    ] == [
+        0.143,
+        0.143,
+    ]
+    assert dciodvfy_errors(tmp_path / "dx_seg.dcm") == []
+
+
+def test_empty_mask_gives_a_valid_seg_with_one_empty_frame(tmp_path) -> None:
+    sample = REPO / "data" / "samples" / "IMG0003766_CR.dcm"
+    source = pydicom.dcmread(sample, stop_before_pixels=True)
+    empty = np.zeros((source.Rows, source.Columns), dtype=bool)
+    _check_seg(write_dicom_seg(sample, empty, tmp_path / "empty.dcm"), source, empty)
+    assert dciodvfy_errors(tmp_path / "empty.dcm") == []
+
+
+def test_seg_refuses_a_mask_of_the_wrong_size_and_an_unreferenceable_source(tmp_path) -> None:
+    ds = make_dataset(np.zeros((20, 30), np.uint16))
+    src = save(ds, tmp_path / "a.dcm")
+    with pytest.raises(ImageReadError, match="does not match the DICOM grid"):
+        write_dicom_seg(src, np.zeros((30, 20), bool), tmp_path / "seg.dcm")
+    del ds.SOPInstanceUID
+    src = save(ds, tmp_path / "b.dcm")
+    with pytest.raises(ImageReadError, match="no SOPInstanceUID"):
+        write_dicom_seg(src, np.zeros((20, 30), bool), tmp_path / "seg.dcm")
+    assert not (tmp_path / "seg.dcm").exists()

@@ -1,0 +1,117 @@
+"""Evaluation metrics and the decision rule on hand-made arrays with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from fracseg.evaluation.metrics import (
+    average_precision,
+    hd95,
+    match_instances,
+    pixel_metrics,
+    roc_auc,
+    sensitivity_specificity,
+    summarize,
+    youden_threshold,
+)
+from fracseg.inference.decision import DecisionRule, decide, find_regions, fracture_score
+
+
+def _box(shape, r0, r1, c0, c1):
+    m = np.zeros(shape, dtype=bool)
+    m[r0:r1, c0:c1] = True
+    return m
+
+
+def test_pixel_metrics_known_values() -> None:
+    truth = _box((10, 10), 0, 4, 0, 4)  # 16 px
+    pred = _box((10, 10), 2, 6, 0, 4)  # 16 px, 8 shared
+    m = pixel_metrics(pred, truth)
+    assert m["dice"] == pytest.approx(0.5)
+    assert m["iou"] == pytest.approx(8 / 24)
+    assert m["precision"] == pytest.approx(0.5) and m["recall"] == pytest.approx(0.5)
+    empty = pixel_metrics(np.zeros((10, 10), bool), truth)
+    assert empty["dice"] == 0.0 and empty["recall"] == 0.0 and empty["precision"] == 1.0
+    assert pixel_metrics(np.zeros((3, 3)), np.zeros((3, 3)))["dice"] == 1.0
+
+
+def test_hd95_is_a_distance_in_pixels_and_undefined_for_empty() -> None:
+    a = _box((30, 30), 5, 8, 5, 8)
+    b = _box((30, 30), 5, 8, 15, 18)  # shifted 10 columns
+    assert hd95(a, a) == 0.0
+    assert hd95(a, b) == pytest.approx(10.0)
+    assert math.isnan(hd95(np.zeros((30, 30), bool), b))
+
+
+def test_match_instances_hits_false_positives_and_iou_matching() -> None:
+    shape = (20, 20)
+    truths = [_box(shape, 0, 4, 0, 4), _box(shape, 10, 14, 10, 14)]
+    labels = np.zeros(shape, dtype=np.int32)
+    labels[0:4, 0:4] = 1  # exact copy of instance 0: IoU 1
+    labels[13:14, 13:14] = 2  # touches instance 1: a hit, but IoU 1/16
+    labels[18:20, 0:2] = 3  # nowhere near any fracture
+    result = match_instances(truths, labels, [0.9, 0.8, 0.95])
+    assert result.hits == [True, True]
+    assert result.false_positive_regions == 1
+    assert sorted(result.detections, key=lambda d: -d[0]) == [(0.95, False), (0.9, True), (0.8, False)]
+
+
+def test_average_precision_matches_hand_computation() -> None:
+    # Perfect detection gives 0.995, not 1: Ultralytics' 101-point integration (trapezoid with the
+    # appended recall-1 / precision-0 sentinel) has the same ceiling, so our AP50 compares with YOLO's.
+    assert average_precision([(0.9, True), (0.8, True)], 2) == pytest.approx(0.995)
+    assert average_precision([], 3) == 0.0
+    assert math.isnan(average_precision([(0.5, False)], 0))
+    # One TP then one FP, two truths: precision 1 up to recall 0.5; Ultralytics then interpolates
+    # linearly to the (1, 0) sentinel, adding 0.125: 0.5 + 0.125 minus the grid's 0.0025 -> 0.6225.
+    ap = average_precision([(0.9, True), (0.5, False)], 2)
+    assert ap == pytest.approx(0.6225)
+    # A false positive ranked first halves the precision at recall 1.
+    assert average_precision([(0.9, False), (0.5, True)], 1) == pytest.approx(0.5, abs=0.01)
+
+
+def test_roc_auc_agrees_with_scikit_learn_including_ties() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=200)
+    scores = np.round(rng.random(200) + 0.3 * labels, 1)  # rounding creates ties
+    assert roc_auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores))
+    assert math.isnan(roc_auc([0.1, 0.2], [1, 1]))
+
+
+def test_youden_threshold_and_sensitivity_specificity() -> None:
+    scores = [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]
+    labels = [0, 0, 0, 1, 1, 1]
+    t = youden_threshold(scores, labels)
+    assert 0.3 < t <= 0.7
+    assert sensitivity_specificity([s >= t for s in scores], labels) == (1.0, 1.0)
+
+
+def test_summarize_ignores_undefined_values() -> None:
+    s = summarize([1.0, 3.0, float("nan")])
+    assert s["mean"] == 2.0 and s["median"] == 2.0 and s["n"] == 2 and s["undefined"] == 1
+
+
+def test_decision_rule_scores_regions_and_gates_the_mask() -> None:
+    prob = np.zeros((12, 12), dtype=np.float32)
+    prob[1:4, 1:4] = 0.9  # 9 px region
+    prob[8, 8] = 0.95  # a single hot pixel
+    assert fracture_score(prob, 1) == pytest.approx(0.95)
+    assert fracture_score(prob, 10) == pytest.approx((0.95 + 9 * 0.9) / 10)
+    labels, regions = find_regions(prob >= 0.5, prob)
+    assert [r.pixels for r in regions] == [1, 9] and regions[0].label == 1 and (labels > 0).sum() == 10
+
+    kept = decide(prob, DecisionRule(threshold=0.5, score_threshold=0.5, min_region_pixels=2))
+    assert kept.fracture_present and kept.mask.sum() == 9 and len(kept.regions) == 1
+
+    gated = decide(prob, DecisionRule(threshold=0.5, score_threshold=0.99))
+    assert not gated.fracture_present and not gated.mask.any() and gated.regions == []
+    assert gated.fracture_score == pytest.approx(0.95)
+
+
+def test_decision_rule_reads_the_bundle_keys() -> None:
+    rule = DecisionRule.from_config({"threshold": 0.4, "score_threshold": 0.7, "score_top_pixels": 64})
+    assert rule == DecisionRule(threshold=0.4, score_threshold=0.7, score_top_pixels=64, min_region_pixels=0)
