@@ -10,8 +10,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: venv demo test lint format clean system-tools
 
-# Debian tools the tests drive: dciodvfy validates DICOM SEG output (dicom3tools).
-SYSTEM_TOOLS := dciodvfy:dicom3tools
+# Debian tools the tests drive (command or file:package): dciodvfy validates DICOM SEG output; Orthanc
+# with its DICOMweb plugin is the DICOMweb server of the QIDO/WADO/STOW test (run in a network namespace).
+SYSTEM_TOOLS := dciodvfy:dicom3tools Orthanc:orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 venv: $(STAMP)
@@ -27,13 +28,15 @@ demo: $(STAMP)
 	$(BIN)/fracseg infer data/samples --output outputs/demo
 	@cat outputs/demo/predictions.csv
 
-## Install missing Debian tools that the tests use (needs root or sudo; skipped when present).
+## Install missing Debian tools that the tests use (needs root or sudo; skipped when present). The
+## packaged Orthanc service is stopped again: tests run their own Orthanc inside a network namespace.
 system-tools:
-	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	@missing=""; for pair in $(SYSTEM_TOOLS); do t="$${pair%%:*}"; [ -e "$$t" ] || command -v "$$t" >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get install -y -q --no-install-recommends $$missing >/dev/null \
 	  || { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q --no-install-recommends $$missing >/dev/null; }; \
+	  case "$$missing" in *orthanc*) $(SUDO) service orthanc stop >/dev/null 2>&1 || true;; esac; \
 	fi
 
 ## Lint, then the whole test suite (reads ../shared/data like CI).

@@ -77,8 +77,23 @@ def _predictor(args: argparse.Namespace) -> Predictor:
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
-    from fracseg.inference.batch import run_batch
+    from pathlib import Path
 
+    from fracseg.inference.batch import run_batch, seg_path
+
+    if not args.inputs and not args.dicomweb:
+        raise FracsegError("nothing to do: give input files/folders and/or --dicomweb URL")
+    remote: list = []
+    client = None
+    if args.dicomweb:
+        from fracseg.inference import dicomweb
+
+        client = dicomweb.connect(args.dicomweb)
+        query = dicomweb.DicomwebQuery(
+            url=args.dicomweb, modalities=args.modality, studies=args.study or (), series=args.series or ()
+        )
+        remote = dicomweb.download(client, query, Path(args.output))
+        print(f"DICOMweb {args.dicomweb}: {len(remote)} instance(s) of modality {'/'.join(args.modality)}")
     predictor = _predictor(args)
     # Measured (scripts/bench_infer.py): on 2 CPU cores batch 1 in one process is fastest, since decoding
     # workers compete with the network for the cores; a GPU wants batches and parallel decoding.
@@ -92,8 +107,14 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         batch_size=args.batch_size or (1 if on_cpu else 16),
         num_workers=workers,
         overwrite=args.overwrite,
-        dicom_seg=args.dicom_seg,
+        dicom_seg=args.dicom_seg or args.stow,
+        files=remote,
     )
+    if args.stow and client is not None:
+        segs = [p for p in (seg_path(Path(args.output), item) for item in remote) if p.exists()]
+        stored = dicomweb.store_segs(client, segs, args.dicomweb)
+        print(f"STOW-RS: stored {stored} of {len(segs)} DICOM SEG object(s) on {args.dicomweb}")
+        failed += len(segs) - stored
     print(
         f"wrote {args.output}/predictions.csv ({failed} failed)"
         + ("" if predictor.trained else " -- UNTRAINED model: masks are not meaningful")
@@ -189,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_cmd_info)
 
     infer = sub.add_parser("infer", help="segment files/folders: masks, overlays, predictions.csv")
-    infer.add_argument("inputs", nargs="+", help="files or folders (searched recursively)")
+    infer.add_argument("inputs", nargs="*", help="files or folders (searched recursively)")
     infer.add_argument("--output", "-o", required=True, help="output folder")
     _model_arguments(infer)
     infer.add_argument(
@@ -208,6 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write a DICOM SEG (<stem>_seg.dcm) for each DICOM input",
     )
     infer.add_argument("--quiet", action="store_true", help="no progress bar")
+    web = infer.add_argument_group("DICOMweb input (QIDO-RS/WADO-RS) and output (STOW-RS)")
+    web.add_argument("--dicomweb", metavar="URL", help="DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web")
+    web.add_argument("--study", action="append", metavar="UID", help="only this study (repeatable)")
+    web.add_argument("--series", action="append", metavar="UID", help="only this series (repeatable)")
+    web.add_argument(
+        "--modality", nargs="+", default=["CR", "DX"], help="series modalities to fetch (default: CR DX)"
+    )
+    web.add_argument("--stow", action="store_true", help="send the DICOM SEG results back with STOW-RS")
     infer.set_defaults(func=_cmd_infer)
 
     ev = sub.add_parser("evaluate", help="score the model on a FracAtlas split: metrics.json + report")
@@ -234,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # per-attribute chatter of the DICOM libraries
+        for name in ("highdicom", "dicomweb_client"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except FracsegError as exc:

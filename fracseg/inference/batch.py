@@ -126,7 +126,8 @@ def _outputs(output: Path, item: InputFile) -> tuple[Path, Path]:
     return base.parent / f"{base.name}_mask.png", base.parent / f"{base.name}_overlay.png"
 
 
-def _seg_path(output: Path, item: InputFile) -> Path:
+def seg_path(output: Path, item: InputFile) -> Path:
+    """Where the DICOM SEG of ``item`` is written."""
     base = output / item.out_stem
     return base.parent / f"{base.name}_seg.dcm"
 
@@ -142,7 +143,7 @@ def _complete(output: Path, item: InputFile, settings: dict[str, Any]) -> dict[s
         return None
     if content.get("settings") != settings:
         return None
-    if content.get("dicom_seg") and not _seg_path(output, item).exists():
+    if content.get("dicom_seg") and not seg_path(output, item).exists():
         return None
     return content["row"]
 
@@ -163,7 +164,7 @@ def _finish_and_write(
     write_overlay_png(overlay_path, pred.image, pred.mask, normalized=True)  # already in [0, 1]
     seg_written = False
     if settings.get("dicom_seg") and pred.meta.get("format") == ImageFormat.DICOM:
-        write_dicom_seg(item.path, pred.mask, _seg_path(output, item))
+        write_dicom_seg(item.path, pred.mask, seg_path(output, item))
         seg_written = True
     row = {
         "image": str(item.path),
@@ -190,6 +191,7 @@ def run_batch(
     num_workers: int = 0,
     overwrite: bool = False,
     dicom_seg: bool = False,
+    files: Sequence[InputFile] | None = None,
 ) -> int:
     """Predict every input; return the number of failed files.
 
@@ -198,12 +200,13 @@ def run_batch(
     complete (same weights, threshold and size) are skipped unless ``overwrite``; ``predictions.csv`` is
     rebuilt from the per-image records, so a run killed at any point resumes where it stopped. With
     ``dicom_seg``, every DICOM input also gets ``<stem>_seg.dcm`` (:mod:`fracseg.io.dicom_seg`).
+    ``files`` (already collected inputs, e.g. from DICOMweb) is processed in addition to ``inputs``.
     """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     if stale := remove_stale_temporaries(output):
         logger.info("removed %d partial files left by an interrupted run", stale)
-    files = collect_inputs(inputs, exclude=output)
+    files = [*collect_inputs(inputs, exclude=output), *(files or [])]
     settings = {**predictor.settings(), "dicom_seg": dicom_seg}
     rows: dict[InputFile, dict[str, Any]] = {}
     todo: list[InputFile] = []
