@@ -1,49 +1,129 @@
-"""Inference-side dictionary transforms used by ``bundle/configs/inference.json``."""
+"""Inference-side dictionary transforms used by ``bundle/configs/inference.json``.
+
+They wrap the same decision rule (:mod:`fracseg.inference.decision`) and writers
+(:mod:`fracseg.inference.outputs`) as ``fracseg infer``, so the bundle and the CLI give the same masks,
+overlays and ``predictions.csv`` columns.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
+import time
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from fracseg.inference.batch import file_stem
-from fracseg.inference.outputs import write_mask_png
+from fracseg.inference.batch import CSV_COLUMNS, file_stem
+from fracseg.inference.decision import DecisionRule, decide
+from fracseg.inference.outputs import write_mask_png, write_overlay_png
+from fracseg.io import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
+#: Where :class:`FractureDecisiond` leaves the image-level answer in the data dictionary.
+DECISION_KEY = "fracture"
 
-class SaveMaskd(MapTransform):
-    """Write each key as ``<output_dir>/<stem>_<postfix>.png`` (uint8, 0 background / 255 fracture).
 
-    The stem comes from the image's ``filename_or_obj`` metadata. Writes are atomic.
+def _plane(value: Any) -> np.ndarray:
+    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    return np.asarray(array, dtype=np.float32)[0]
 
-    Args:
-        keys: keys holding ``(1, H, W)`` binary masks at the input's displayed size.
-        output_dir: destination folder.
-        postfix: file-name suffix after the stem.
-        meta_key: key whose ``.meta["filename_or_obj"]`` names the source image.
+
+class FractureDecisiond(MapTransform):
+    """Probability map ``(1, H, W)`` -> binary mask ``(1, H, W)`` by the bundle's decision rule.
+
+    Also stores ``{"fracture_score", "fracture_present", "regions"}`` under ``data["fracture"]``.
     """
 
     def __init__(
-        self, keys: KeysCollection, output_dir: str | Path, postfix: str = "mask", meta_key: str = "image"
+        self,
+        keys: KeysCollection,
+        threshold: float = 0.5,
+        score_threshold: float = 0.5,
+        score_top_pixels: int = 1,
+        min_region_pixels: int = 0,
     ) -> None:
         super().__init__(keys)
-        self.output_dir = Path(output_dir)
-        self.postfix = postfix
-        self.meta_key = meta_key
+        self.rule = DecisionRule(threshold, score_threshold, score_top_pixels, min_region_pixels)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        source = Path(str(d[self.meta_key].meta["filename_or_obj"]))
+        for key in self.key_iterator(d):
+            decision = decide(_plane(d[key]), self.rule)
+            mask = torch.from_numpy(decision.mask.astype(np.float32))[None]
+            d[key] = MetaTensor(mask, meta=d[key].meta) if isinstance(d[key], MetaTensor) else mask
+            d[DECISION_KEY] = {
+                "fracture_score": decision.fracture_score,
+                "fracture_present": decision.fracture_present,
+                "regions": len(decision.regions),
+            }
+        return d
+
+
+class SaveResultsd(MapTransform):
+    """Write ``<stem>_mask.png`` and ``<stem>_overlay.png`` and keep ``predictions.csv`` up to date.
+
+    Args:
+        keys: the binary mask key (``(1, H, W)`` at the input's displayed size).
+        output_dir: destination folder.
+        image_key: the normalised X-ray restored to the displayed size (for the overlay).
+        overlay: also write the overlay PNG.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, output_dir: str | Path, image_key: str = "image", overlay: bool = True
+    ) -> None:
+        super().__init__(keys)
+        self.output_dir = Path(output_dir)
+        self.image_key = image_key
+        self.overlay = overlay
+        self.rows: list[dict[str, Any]] = []
+        self._last = time.perf_counter()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        source = Path(str(d[self.image_key].meta["filename_or_obj"]))
         stem = file_stem(source)
         for key in self.key_iterator(d):
-            mask = np.asarray(d[key].detach().cpu() if hasattr(d[key], "detach") else d[key])[0]
-            target = self.output_dir / f"{stem}_{self.postfix}.png"
-            write_mask_png(target, mask > 0)
-            logger.info("wrote %s", target)
+            mask = _plane(d[key]) > 0
+            write_mask_png(self.output_dir / f"{stem}_mask.png", mask)
+            if self.overlay:
+                write_overlay_png(
+                    self.output_dir / f"{stem}_overlay.png", _plane(d[self.image_key]), mask, normalized=True
+                )
+            answer = d.get(DECISION_KEY, {})
+            now = time.perf_counter()
+            self.rows.append(
+                {
+                    "image": str(source),
+                    "fracture_score": round(float(answer.get("fracture_score", float(mask.any()))), 6),
+                    "fracture_present": int(answer.get("fracture_present", mask.any())),
+                    "mask_pixels": int(mask.sum()),
+                    "regions": answer.get("regions", ""),
+                    "seconds": round(now - self._last, 4),
+                    "error": "",
+                }
+            )
+            self._last = now
+            self._write_table()
+            logger.info("wrote %s_mask.png", self.output_dir / stem)
         return d
+
+    def _write_table(self) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text_atomic(self.output_dir / "predictions.csv", buffer.getvalue())
+        write_json_atomic(
+            self.output_dir / "summary.json",
+            {"images": len(self.rows), "fracture_present": sum(r["fracture_present"] for r in self.rows)},
+        )

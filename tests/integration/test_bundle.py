@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from monai.bundle import ConfigWorkflow
 from PIL import Image
 
 from fracseg.data import ensure_prepared
+from fracseg.inference.batch import CSV_COLUMNS
 from fracseg.networks import build_discriminator, build_generator
 
 pytestmark = pytest.mark.integration
@@ -249,6 +251,42 @@ def test_inference_config_writes_masks_at_input_size(trained_model, tmp_path) ->
     mask = np.asarray(Image.open(out / "IMG0003766_CR_mask.png"))
     assert mask.shape == (454, 373) and set(np.unique(mask)) <= {0, 255}
     assert len(list(out.glob("*_mask.png"))) == 5
+    # Same output contract as `fracseg infer`: overlays at the displayed size and predictions.csv.
+    assert Image.open(out / "IMG0002628_overlay.png").size == (454, 373)
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 5
+    by_name = {Path(r["image"]).name: r for r in rows}
+    assert int(by_name["IMG0003766_CR.dcm"]["mask_pixels"]) == int((mask == 255).sum())
+    # One implementation: `fracseg infer` with the same weights and network gives the same masks and rows.
+    bundle = tmp_path / "bundle" / "configs"
+    bundle.mkdir(parents=True)
+    config = json.loads((CONFIGS / "inference.json").read_text())
+    (bundle / "inference.json").write_text(json.dumps({**config, "generator_channels": TINY_CHANNELS}))
+    weights = str(trained_model / "models" / "model.pt")
+    cli = [
+        sys.executable,
+        "-m",
+        "fracseg",
+        "infer",
+        str(REPO / "data" / "samples"),
+        "-o",
+        str(tmp_path / "cli"),
+    ]
+    proc = subprocess.run(
+        [*cli, "--bundle", str(bundle.parent), "--weights", weights, "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cli_rows = {
+        Path(r["image"]).name: r for r in csv.DictReader((tmp_path / "cli" / "predictions.csv").open())
+    }
+    for name, row in by_name.items():
+        stem = Path(name).stem
+        same = np.asarray(Image.open(tmp_path / "cli" / f"{stem}_mask.png"))
+        np.testing.assert_array_equal(same, np.asarray(Image.open(out / f"{stem}_mask.png")))
+        for column in ("fracture_score", "fracture_present", "mask_pixels", "regions"):
+            assert cli_rows[name][column] == row[column], (name, column)
 
 
 @pytest.mark.parametrize(
