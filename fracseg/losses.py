@@ -185,8 +185,11 @@ class AdversarialLoss(torch.nn.Module):
     @torch.no_grad()
     def discriminator_accuracy(
         self, real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor]
-    ) -> float:
-        """Balanced patch accuracy of the critic, in [0, 1].
+    ) -> torch.Tensor:
+        """Balanced patch accuracy of the critic, in [0, 1], as a 0-dim tensor on the logits' device.
+
+        Kept as a tensor so a training step never waits for the GPU; it becomes a number only when a
+        handler logs it.
 
         The mean of (fraction of real patches scored above :attr:`decision_threshold`) and (fraction of
         fake patches scored below it), pooled over all scales' patches. 0.5 is chance; near 1 the critic
@@ -195,7 +198,7 @@ class AdversarialLoss(torch.nn.Module):
         t = self.decision_threshold
         real = torch.cat([r.detach().flatten() for r in real_logits])
         fake = torch.cat([f.detach().flatten() for f in fake_logits])
-        return 0.5 * ((real > t).float().mean().item() + (fake < t).float().mean().item())
+        return 0.5 * ((real > t).float().mean() + (fake < t).float().mean())
 
 
 def adversarial_weight_at(epoch: int, warmup_epochs: int, ramp_epochs: int, weight: float) -> float:

@@ -240,7 +240,7 @@ class ConditionalGanTrainer(Trainer):
 
     def discriminator_step(
         self, xray: torch.Tensor, label: torch.Tensor, logits: torch.Tensor
-    ) -> tuple[torch.Tensor, float]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One critic update on real ``(xray, softened label)`` vs fake ``(xray, sigmoid(logits))`` pairs.
 
         ``logits`` are detached, so the generator receives no gradient; only ``d_optimizer`` steps.

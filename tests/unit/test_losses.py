@@ -48,9 +48,9 @@ def test_discriminator_accuracy_uses_the_mode_threshold() -> None:
     real = [torch.tensor([0.6, 0.4, 2.0, -1.0])]
     fake = [torch.tensor([0.3, -0.2, 0.7, 0.0])]
     # hinge/bce threshold 0: real > 0 -> 3/4, fake < 0 -> 1/4
-    assert AdversarialLoss("hinge").discriminator_accuracy(real, fake) == pytest.approx(0.5)
+    assert float(AdversarialLoss("hinge").discriminator_accuracy(real, fake)) == pytest.approx(0.5)
     # lsgan threshold 0.5: real > 0.5 -> 2/4, fake < 0.5 -> 3/4
-    assert AdversarialLoss("lsgan").discriminator_accuracy(real, fake) == pytest.approx(0.625)
+    assert float(AdversarialLoss("lsgan").discriminator_accuracy(real, fake)) == pytest.approx(0.625)
 
 
 def test_adversarial_loss_rejects_unknown_mode_and_mismatched_scales() -> None:
