@@ -215,8 +215,8 @@ def trained_model(shared_data, prepared, tmp_path_factory) -> Path:
 def test_evaluate_config_writes_metrics(shared_data, prepared, trained_model) -> None:
     overrides = tiny_overrides(shared_data, prepared, trained_model)
     files = str([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, *cli_args(overrides)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", files]
+    proc = subprocess.run([*cmd, *cli_args(overrides)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = (trained_model / "runs" / "eval" / "val_mean_dice_summary.csv").read_text().splitlines()
     assert summary[0].startswith("class,mean") and summary[1].endswith("82.0000")
@@ -234,6 +234,7 @@ def test_inference_config_writes_masks_at_input_size(trained_model, tmp_path) ->
         "-m",
         "monai.bundle",
         "run",
+        "inference",  # the command: `python -m monai.bundle run inference --config_file ...`
         "--config_file",
         str(CONFIGS / "inference.json"),
         "--input",

@@ -1,0 +1,58 @@
+"""Export a trained generator as the bundle's release ``model.pt`` and record where it came from.
+
+Reads the best-metric checkpoint a training run wrote (``<ckpt_dir>/model.pt``: a bare state dict or
+``{"model": ...}``), checks that it loads into the generator the bundle's ``inference.json`` defines,
+and writes ``{"model": state_dict}`` (optionally fp16; inference casts back to fp32) atomically, loadable
+with ``torch.load(..., weights_only=True)``. Prints size and sha256::
+
+    python scripts/export_model.py runs/release_cpu/models/model.pt bundle/models/model.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fracseg.inference.predictor import bundle_settings  # noqa: E402
+from fracseg.io import atomic_path  # noqa: E402
+from fracseg.networks import build_generator  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("source", help="checkpoint written by training (best model)")
+    parser.add_argument("target", help="release file, e.g. bundle/models/model.pt")
+    parser.add_argument("--bundle", default=str(REPO / "bundle"))
+    parser.add_argument("--fp16", action="store_true", help="store half precision (half the size)")
+    args = parser.parse_args()
+    state = torch.load(args.source, map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    settings = bundle_settings(args.bundle)
+    network = build_generator(
+        channels=settings["channels"], strides=settings["strides"], num_res_units=settings["num_res_units"]
+    )
+    network.load_state_dict(state)  # fails loudly when inference.json describes another network
+    out = {k: (v.half() if args.fp16 and v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    with atomic_path(args.target) as tmp:
+        torch.save({"model": out}, tmp)
+    data = Path(args.target).read_bytes()
+    torch.load(args.target, map_location="cpu", weights_only=True)
+    params = sum(v.numel() for v in state.values())
+    print(
+        f"{args.target}: {len(data) / 1e6:.2f} MB, {params / 1e6:.2f} M parameters, "
+        f"sha256 {hashlib.sha256(data).hexdigest()}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
