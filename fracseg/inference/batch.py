@@ -8,7 +8,9 @@ column and never stops the batch.
 from __future__ import annotations
 
 import csv
+import glob
 import io
+import itertools
 import json
 import logging
 import os
@@ -62,12 +64,25 @@ def file_stem(path: Path) -> str:
 def collect_inputs(
     inputs: Sequence[str | os.PathLike[str]], exclude: str | os.PathLike[str] | None = None
 ) -> list[InputFile]:
-    """Expand files and folders (recursively, sorted) into :class:`InputFile`s; missing paths are kept
-    so they surface as error rows. Files under ``exclude`` (the output folder) are skipped."""
+    """Expand files, folders (recursively, sorted) and quoted globs (``"pacs/**/*.dcm"``) into
+    :class:`InputFile`s; missing paths are kept so they surface as error rows. Files under ``exclude``
+    (the output folder) are skipped; a glob match keeps its path below the glob's fixed folders."""
     skip = Path(exclude).resolve() if exclude is not None else None
     found: list[InputFile] = []
     for raw in inputs:
         path = Path(raw)
+        if not path.exists() and glob.has_magic(str(raw)):  # a quoted glob: expand it like a shell would
+            # Outputs keep the matches' paths below the glob's fixed leading folders, so equal file names
+            # in different folders (PACS exports) cannot collide.
+            fixed = list(itertools.takewhile(lambda p: not glob.has_magic(p), path.parts))
+            base = Path(*fixed) if fixed else Path()
+            matches = sorted(Path(m) for m in glob.glob(str(raw), recursive=True))
+            for match in matches:
+                if match.is_file() and (skip is None or not match.resolve().is_relative_to(skip)):
+                    rel = match.relative_to(base)
+                    found.append(InputFile(match, rel.parent / file_stem(match)))
+            if matches:
+                continue
         if path.is_dir():
             candidates = sorted(p for p in path.rglob("*") if p.is_file() and is_supported_file(p))
             for file in candidates:

@@ -169,3 +169,19 @@ def test_output_folder_inside_the_input_folder_is_not_read_back(tmp_path, shared
     assert _run(str(inputs), "--output", str(out)).returncode == 0
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert len(rows) == 2
+
+
+def test_quoted_glob_inputs_keep_their_sub_folders(tmp_path, shared_data) -> None:
+    inputs = tmp_path / "in"
+    for folder in ("a", "b"):
+        (inputs / folder).mkdir(parents=True)
+        shutil.copy(shared_data / "dicom" / "CR-MONO1-10-chest.dcm", inputs / folder / "same.dcm")
+    shutil.copy(REPO / "data" / "samples" / "IMG0004068.jpg", inputs / "a" / "hand.jpg")
+    out = tmp_path / "out"
+    assert _run(f"{inputs}/**/*.dcm", "--output", str(out)).returncode == 0  # quoted: fracseg expands it
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert sorted(Path(r["image"]).relative_to(inputs).as_posix() for r in rows) == [
+        "a/same.dcm",
+        "b/same.dcm",
+    ]
+    assert (out / "a" / "same_mask.png").exists() and (out / "b" / "same_mask.png").exists()
