@@ -1,9 +1,10 @@
 """Ablation: GAN (adversarial term on) against supervised-only (``adversarial_weight 0``), same budget.
 
 Each (arm, seed) is one ``python -m monai.bundle run training`` of the bundle with the given overlay
-config, followed by ``fracseg.evaluation.evaluate`` of its best checkpoint on the valid split. Runs are
-resumable: a finished run (its ``eval/metrics.json`` exists) is skipped, an interrupted one resumes from
-its last checkpoint. Prints a table of mean ± sd over seeds and writes ``summary.json``::
+config, followed by ``fracseg.evaluation.evaluate`` of its best checkpoint on the valid split with one
+fixed rule (:data:`EVAL_RULE`). Runs are resumable: a finished training (``train_seconds.json``) or
+evaluation (``eval_rule/metrics.json``) is not redone, an interrupted training resumes from its last
+checkpoint. Prints a table of mean ± sd over seeds and writes ``summary.json``::
 
     python scripts/ablation.py --out runs/ablation --seeds 0 1 2 --epochs 8 \\
         --config bundle/configs/train_cpu.json --set warmup_epochs=2 ramp_epochs=2
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -26,9 +28,22 @@ sys.path.insert(0, str(REPO))
 
 from fracseg.evaluation import evaluate  # noqa: E402
 from fracseg.inference import Predictor  # noqa: E402
+from fracseg.inference.decision import DecisionRule  # noqa: E402
 from fracseg.networks import build_generator  # noqa: E402
 
 ARMS = {"gan": None, "supervised": 0.0}  # None: the config's adversarial_weight
+#: A fixed rule for every run: the shipped rule was calibrated for the release model and would gate
+#: short runs' lower probabilities away. No image-level gate, so Dice and AP50 measure the masks alone;
+#: AUROC uses the score, which no threshold affects.
+EVAL_RULE = DecisionRule(threshold=0.5, score_threshold=0.0, score_top_pixels=1024)
+EPOCH_TIME = re.compile(r"Trainer - INFO - Epoch\[\d+\] Complete\. Time taken: (\d+):(\d+):([\d.]+)")
+
+
+def fastest_epoch_seconds(log: Path) -> float:
+    """Fastest training epoch in the trainer's log: the least disturbed by other jobs on shared cores
+    (a paused or contended epoch says nothing about the method's cost)."""
+    times = [int(h) * 3600 + int(m) * 60 + float(s) for h, m, s in EPOCH_TIME.findall(log.read_text())]
+    return float(min(times)) if times else float("nan")
 
 
 def _train(
@@ -74,31 +89,36 @@ def main() -> int:
         for arm, weight in ARMS.items():
             run_dir = out / f"{arm}_seed{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
-            metrics_path = run_dir / "eval" / "metrics.json"
-            timing_path = run_dir / "train_seconds.json"
-            if not metrics_path.exists():
+            metrics_path = run_dir / "eval_rule" / "metrics.json"
+            done_path = run_dir / "train_seconds.json"
+            if not done_path.exists():
                 seconds = _train(run_dir, args.config, seed, args.epochs, weight, args.set)
-                timing_path.write_text(json.dumps({"seconds": seconds}))
+                done_path.write_text(json.dumps({"seconds": seconds}))
+            if not metrics_path.exists():
                 network = build_generator(channels=channels)
-                predictor = Predictor(weights=run_dir / "models" / "model.pt", network=network)
-                evaluate(args.dataset, "valid", run_dir / "eval", predictor, prepared=run_dir / "prepared")
+                predictor = Predictor(
+                    weights=run_dir / "models" / "model.pt", network=network, rule=EVAL_RULE
+                )
+                evaluate(args.dataset, "valid", metrics_path.parent, predictor, prepared=run_dir / "prepared")
             metrics = json.loads(metrics_path.read_text())
-            seconds = json.loads(timing_path.read_text())["seconds"] if timing_path.exists() else float("nan")
             results[arm].append(
                 {
                     "seed": seed,
                     "dice": metrics["pixel"]["dice"]["mean"],
                     "auroc": metrics["image"]["auroc"],
                     "ap50": metrics["instance"]["mask_ap50"],
-                    "train_seconds": seconds,
+                    "epoch_seconds": fastest_epoch_seconds(run_dir / "train.log"),
                 }
             )
             print(f"{arm} seed {seed}: {results[arm][-1]}", flush=True)
-    table = ["| arm | seeds | valid Dice | AUROC | mask AP50 | train time (s) |", "|---|---|---|---|---|---|"]
+    table = [
+        "| arm | seeds | valid Dice | AUROC | mask AP50 | fastest epoch (s) |",
+        "|---|---|---|---|---|---|",
+    ]
     summary = {}
     for arm, rows in results.items():
         cell = {}
-        for key in ("dice", "auroc", "ap50", "train_seconds"):
+        for key in ("dice", "auroc", "ap50", "epoch_seconds"):
             values = np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
             cell[key] = (
                 float(np.nanmean(values)),
@@ -109,7 +129,7 @@ def main() -> int:
             f"| {arm} | {len(rows)} | {cell['dice'][0]:.3f} ± {cell['dice'][1]:.3f} | "
             f"{cell['auroc'][0]:.3f} ± {cell['auroc'][1]:.3f} | "
             f"{cell['ap50'][0]:.3f} ± {cell['ap50'][1]:.3f} | "
-            f"{cell['train_seconds'][0]:.0f} ± {cell['train_seconds'][1]:.0f} |"
+            f"{cell['epoch_seconds'][0]:.0f} ± {cell['epoch_seconds'][1]:.0f} |"
         )
     print("\n".join(table))
     (out / "summary.json").write_text(
