@@ -14,6 +14,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # with its DICOMweb plugin is the DICOMweb server of the QIDO/WADO/STOW test (run in a network namespace).
 SYSTEM_TOOLS := dciodvfy:dicom3tools Orthanc:orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export DEBIAN_FRONTEND := noninteractive
 
 venv: $(STAMP)
 
