@@ -8,8 +8,6 @@ pre-processing and decision rule as ``fracseg infer``.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import time
@@ -38,7 +36,7 @@ from fracseg.evaluation.metrics import (
 )
 from fracseg.inference.decision import DecisionRule, fracture_score
 from fracseg.inference.predictor import Predictor
-from fracseg.io import atomic_path, write_json_atomic
+from fracseg.io import read_xray, write_csv_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +119,7 @@ def score_case(
     except FracsegError as exc:
         row["error"] = str(exc)
         return Case(row=row)
-    truth = np.asarray(Image.open(entry["label"])) > 0
+    truth = read_xray(entry["label"]).array > 0  # the same reader as training's LoadMaskd
     if truth.shape != pred.mask.shape:
         row["error"] = f"mask {truth.shape} and prediction {pred.mask.shape} differ in size"
         return Case(row=row)
@@ -251,16 +249,6 @@ def calibrate(cases: list[Case], target_sensitivity: float = 0.85) -> dict[str, 
     }
 
 
-def _write_rows(path: Path, cases: list[Case]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=ROW_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for case in cases:
-        writer.writerow(case.row)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(buffer.getvalue(), encoding="utf-8")
-
-
 def evaluate(
     root: str | Path,
     split: str,
@@ -314,7 +302,7 @@ def evaluate(
     )
     if calibrate_rule:
         metrics["calibration"] = calibrate(cases)
-    _write_rows(out / "per_image.csv", cases)
+    write_csv_atomic(out / "per_image.csv", ROW_COLUMNS, (c.row for c in cases))
     write_json_atomic(out / "metrics.json", _jsonable(metrics))
     write_report(out, metrics, cases)
     return metrics

@@ -7,9 +7,7 @@ column and never stops the batch.
 
 from __future__ import annotations
 
-import csv
 import glob
-import io
 import itertools
 import json
 import logging
@@ -32,8 +30,8 @@ from fracseg.io import (
     ImageFormat,
     is_supported_file,
     remove_stale_temporaries,
+    write_csv_atomic,
     write_json_atomic,
-    write_text_atomic,
 )
 from fracseg.io.dicom_seg import write_dicom_seg
 
@@ -271,23 +269,25 @@ def run_batch(
     bar.close()
     ordered = [rows[item] for item in files]
     failed = sum(1 for r in ordered if r["error"])
-    buffer = io.StringIO()
-    csv_writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    csv_writer.writeheader()
-    for row in ordered:
-        csv_writer.writerow({k: row.get(k, "") for k in CSV_COLUMNS})
-    write_text_atomic(output / "predictions.csv", buffer.getvalue())
+    write_predictions(output, ordered, {"skipped_already_done": len(files) - len(todo), **settings})
+    return failed
+
+
+def write_predictions(output: Path, rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """``predictions.csv`` (:data:`CSV_COLUMNS`) and ``summary.json`` for ``rows``; atomic.
+
+    The one writer of the output contract, shared by ``fracseg infer`` and the bundle's inference config.
+    """
+    write_csv_atomic(output / "predictions.csv", CSV_COLUMNS, rows)
     write_json_atomic(
         output / "summary.json",
         {
-            "images": len(ordered),
-            "failed": failed,
-            "skipped_already_done": len(files) - len(todo),
-            "fracture_present": sum(int(r.get("fracture_present") or 0) for r in ordered),
-            **settings,
+            "images": len(rows),
+            "failed": sum(1 for r in rows if r.get("error")),
+            "fracture_present": sum(int(r.get("fracture_present") or 0) for r in rows),
+            **summary,
         },
     )
-    return failed
 
 
 def _error_row(item: InputFile, error: str, seconds: float) -> dict[str, Any]:

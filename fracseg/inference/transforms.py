@@ -7,8 +7,6 @@ overlays and ``predictions.csv`` columns.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 from collections.abc import Hashable, Mapping
@@ -21,10 +19,9 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from fracseg.inference.batch import CSV_COLUMNS, file_stem
+from fracseg.inference.batch import file_stem, write_predictions
 from fracseg.inference.decision import DecisionRule, decide
 from fracseg.inference.outputs import write_mask_png, write_overlay_png
-from fracseg.io import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -118,12 +115,6 @@ class SaveResultsd(MapTransform):
         return d
 
     def _write_table(self) -> None:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        write_text_atomic(self.output_dir / "predictions.csv", buffer.getvalue())
-        write_json_atomic(
-            self.output_dir / "summary.json",
-            {"images": len(self.rows), "fracture_present": sum(r["fracture_present"] for r in self.rows)},
-        )
+        # Rewritten after every image (a transform has no end-of-run hook), so a killed run keeps the
+        # table of what is done; cheap next to the PNGs for the batch sizes a bundle run sees.
+        write_predictions(self.output_dir, self.rows, {})

@@ -4,6 +4,7 @@ from fracseg.io.atomic import (
     atomic_path,
     remove_stale_temporaries,
     write_bytes_atomic,
+    write_csv_atomic,
     write_json_atomic,
     write_text_atomic,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "read_xray",
     "remove_stale_temporaries",
     "write_bytes_atomic",
+    "write_csv_atomic",
     "write_json_atomic",
     "write_text_atomic",
 ]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,17 @@ def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``target`` atomically."""
     write_bytes_atomic(target, text.encode("utf-8"))
+
+
+def write_csv_atomic(
+    target: str | os.PathLike[str], columns: Sequence[str], rows: Iterable[Mapping[str, Any]]
+) -> None:
+    """Write ``rows`` as CSV with exactly ``columns`` (missing values empty, extra keys ignored)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({c: row.get(c, "") for c in columns} for row in rows)
+    write_text_atomic(target, buffer.getvalue())
 
 
 def write_json_atomic(target: str | os.PathLike[str], obj: Any) -> None:
