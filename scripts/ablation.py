@@ -4,7 +4,9 @@ Each (arm, seed) is one ``python -m monai.bundle run training`` of the bundle wi
 config, followed by ``fracseg.evaluation.evaluate`` of its best checkpoint on the valid split with one
 fixed rule (:data:`EVAL_RULE`). Runs are resumable: a finished training (``train_seconds.json``) or
 evaluation (``eval_rule/metrics.json``) is not redone, an interrupted training resumes from its last
-checkpoint. Prints a table of mean ± sd over seeds and writes ``summary.json``::
+checkpoint. The budget is equal epochs; ``--set time_budget_s=S`` adds a wall-clock cap per run (the
+table lists the epochs each run trained, so a capped run shows). All runs share one dataset preparation
+(``<out>/prepared``). Prints a table of mean ± sd over seeds and writes ``summary.json``::
 
     python scripts/ablation.py --out runs/ablation --seeds 0 1 2 --epochs 8 \\
         --config bundle/configs/train_cpu.json --set warmup_epochs=2 ramp_epochs=2
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -48,11 +51,30 @@ def fastest_epoch_seconds(log: Path, after_epoch: int = 0) -> float:
     return float(min(times)) if times else float("nan")
 
 
+BUDGET_STOP = re.compile(r"time budget: stop after epoch (\d+) of")
+
+
+def epochs_completed(log: Path) -> int:
+    """Epochs trained, from the trainer's log. A time budget can stop a run early; ignite then does not
+    log that last epoch as complete, but the budget's message names it."""
+    text = log.read_text()
+    done = [int(e) for e, *_ in EPOCH_TIME.findall(text)] + [int(e) for e in BUDGET_STOP.findall(text)]
+    return max(done, default=0)
+
+
 def _train(
-    run_dir: Path, config: str, seed: int, epochs: int, weight: float | None, extra: list[str]
+    run_dir: Path,
+    config: str,
+    dataset: str,
+    seed: int,
+    epochs: int,
+    weight: float | None,
+    extra: list[str],
 ) -> float:
     configs = str([str(REPO / "bundle" / "configs" / "train.json"), config])
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", configs]
+    cmd += ["--dataset_dir", str(Path(dataset).resolve())]
+    cmd += ["--prepared_dir", str(run_dir.parent.resolve() / "prepared")]  # one preparation for all runs
     cmd += ["--seed", str(seed), "--epochs", str(epochs), "--output_dir", str(run_dir)]
     cmd += ["--ckpt_dir", str(run_dir / "models")]
     if weight is not None:
@@ -73,12 +95,18 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default="runs/ablation")
-    parser.add_argument("--dataset", default=str(REPO.parent / "shared" / "data" / "fracatlas"))
+    parser.add_argument(
+        "--dataset",
+        default=str(REPO.parent / "shared" / "data" / "fracatlas"),
+        help="FracAtlas-layout root, for training and the valid evaluation",
+    )
     parser.add_argument("--config", default=str(REPO / "bundle" / "configs" / "train_cpu.json"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--set", nargs="*", default=[], help="extra bundle overrides key=value")
+    parser.add_argument("--device", default=None, help="evaluation device (default: cuda when present)")
     args = parser.parse_args()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out)
     overlay = json.loads(Path(args.config).read_text())
@@ -97,14 +125,17 @@ def main() -> int:
             metrics_path = run_dir / "eval_rule" / "metrics.json"
             done_path = run_dir / "train_seconds.json"
             if not done_path.exists():
-                seconds = _train(run_dir, args.config, seed, args.epochs, weight, args.set)
+                seconds = _train(run_dir, args.config, args.dataset, seed, args.epochs, weight, args.set)
                 done_path.write_text(json.dumps({"seconds": seconds}))
             if not metrics_path.exists():
                 network = build_generator(channels=channels)
                 predictor = Predictor(
-                    weights=run_dir / "models" / "model.pt", network=network, rule=EVAL_RULE
+                    weights=run_dir / "models" / "model.pt",
+                    network=network,
+                    rule=EVAL_RULE,
+                    device=device,
                 )
-                evaluate(args.dataset, "valid", metrics_path.parent, predictor, prepared=run_dir / "prepared")
+                evaluate(args.dataset, "valid", metrics_path.parent, predictor, prepared=out / "prepared")
             metrics = json.loads(metrics_path.read_text())
             results[arm].append(
                 {
@@ -113,12 +144,13 @@ def main() -> int:
                     "auroc": metrics["image"]["auroc"],
                     "ap50": metrics["instance"]["mask_ap50"],
                     "epoch_seconds": fastest_epoch_seconds(run_dir / "train.log", after_epoch=warmup),
+                    "epochs": epochs_completed(run_dir / "train.log"),
                 }
             )
             print(f"{arm} seed {seed}: {results[arm][-1]}", flush=True)
     table = [
-        "| arm | seeds | valid Dice | AUROC | mask AP50 | fastest epoch after warm-up (s) |",
-        "|---|---|---|---|---|---|",
+        "| arm | seeds | valid Dice | AUROC | mask AP50 | fastest epoch after warm-up (s) | epochs |",
+        "|---|---|---|---|---|---|---|",
     ]
     summary = {}
     for arm, rows in results.items():
@@ -134,7 +166,8 @@ def main() -> int:
             f"| {arm} | {len(rows)} | {cell['dice'][0]:.3f} ± {cell['dice'][1]:.3f} | "
             f"{cell['auroc'][0]:.3f} ± {cell['auroc'][1]:.3f} | "
             f"{cell['ap50'][0]:.3f} ± {cell['ap50'][1]:.3f} | "
-            f"{cell['epoch_seconds'][0]:.0f} ± {cell['epoch_seconds'][1]:.0f} |"
+            f"{cell['epoch_seconds'][0]:.1f} ± {cell['epoch_seconds'][1]:.1f} | "
+            f"{' '.join(str(r['epochs']) for r in rows)} |"
         )
     print("\n".join(table))
     (out / "summary.json").write_text(

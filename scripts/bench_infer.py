@@ -64,12 +64,20 @@ def main() -> None:
     parser.add_argument("--jpegs", type=int, default=24)
     parser.add_argument("--dicoms", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--data", type=Path, default=SHARED, help="folder with fracatlas/ and dicom/ (default ../shared/data)"
+    )
+    parser.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the shipped one)")
     args = parser.parse_args()
-    predictor = Predictor(device=args.device)
+    if args.bundle is None:
+        predictor = Predictor(device=args.device)
+    else:
+        weights = args.bundle / "models" / "model.pt"
+        predictor = Predictor(weights=weights, device=args.device, bundle=args.bundle)
     with tempfile.TemporaryDirectory() as tmp:
         jpegs = Path(tmp) / "jpegs"
         jpegs.mkdir()
-        for image in sorted((SHARED / "fracatlas" / "images" / "Fractured").glob("*.jpg")):
+        for image in sorted((args.data / "fracatlas" / "images" / "Fractured").glob("*.jpg")):
             if len(list(jpegs.iterdir())) >= args.jpegs:
                 break
             if image.stat().st_size and predictor.prepare(image)["original"].shape in (
@@ -80,7 +88,7 @@ def main() -> None:
         dicoms = Path(tmp) / "dicoms"
         dicoms.mkdir()
         for i in range(args.dicoms):
-            shutil.copy(SHARED / "dicom" / "CR-ModalitySequenceLUT.dcm", dicoms / f"cr{i}.dcm")
+            shutil.copy(args.data / "dicom" / "CR-ModalitySequenceLUT.dcm", dicoms / f"cr{i}.dcm")
         m1 = model_only(predictor, 1, args.repeats)
         mb = model_only(predictor, args.batch, args.repeats)
         print(

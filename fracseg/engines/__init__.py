@@ -1,5 +1,6 @@
 """Training engines: the conditional-GAN trainer, DeepEdit-style click simulation and resume support."""
 
+from fracseg.engines.budget import TimeBudget
 from fracseg.engines.clicks import simulate_clicks
 from fracseg.engines.gan_trainer import ConditionalGanTrainer, GanOutputKeys, gan_stats_output
 from fracseg.engines.resume import (
@@ -19,6 +20,7 @@ __all__ = [
     "GanOutputKeys",
     "ResumeFromLatest",
     "RngState",
+    "TimeBudget",
     "gan_stats_output",
     "latest_checkpoint",
     "simulate_clicks",

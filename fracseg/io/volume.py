@@ -14,7 +14,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk  # noqa: N813 (the conventional alias)
 
 from fracseg.errors import ImageReadError
 from fracseg.io.colour import rgb_to_grey
@@ -79,6 +78,10 @@ def _nifti_truncation(path: str) -> str | None:
 
 def read_volume(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> XrayImage:
     """Read a 2D NIfTI/NRRD image (or a 3D one with a single slice) as ``(H, W)`` float32."""
+    # Imported here, not at module level: training and DICOM/JPEG inference never need ITK, and the
+    # GPU machine that trains the release model runs fracseg without it.
+    import SimpleITK as sitk  # noqa: N813 (the conventional alias)
+
     path = str(path)
     fmt = volume_format(path) or ImageFormat.NIFTI
     reader = sitk.ImageFileReader()
