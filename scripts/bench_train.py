@@ -19,12 +19,15 @@ import time
 from pathlib import Path
 
 import torch
+from monai.bundle import ConfigParser
+from monai.engines.utils import default_prepare_batch
+from monai.transforms import Compose
 
 from fracseg.data import ensure_prepared, load_datalist
 from fracseg.engines import ConditionalGanTrainer
 from fracseg.losses import AdversarialLoss, SegmentationLoss
 from fracseg.networks import build_discriminator, build_generator
-from fracseg.transforms import preprocessing
+from fracseg.transforms import AugmentingPrepareBatch, BatchAugment, preprocessing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +52,10 @@ def time_mode(
     adversarial: bool,
     device: torch.device,
     critic_every: int = 1,
+    recipe: bool = False,
 ) -> float:
+    """Median images/s of training iterations; ``recipe`` adds what the GPU recipe does besides the
+    networks: simulated click rounds (``click_probability`` 0.3) and :class:`BatchAugment`."""
     torch.manual_seed(0)
     gen = build_generator(channels=args.channels).to(device)
     disc = build_discriminator(channels=args.disc_channels).to(device)
@@ -75,6 +81,8 @@ def time_mode(
         amp=args.amp,
         amp_kwargs={"dtype": torch.bfloat16},
         decollate=False,
+        click_probability=0.3 if recipe else 0.0,
+        prepare_batch=AugmentingPrepareBatch(BatchAugment()) if recipe else default_prepare_batch,
     )
     trainer.run()  # warm-up (allocations, cuDNN autotune, compile)
     rates = []
@@ -88,6 +96,34 @@ def time_mode(
             torch.cuda.synchronize()
         rates.append(len(batches) * args.batch / (time.perf_counter() - start))
     return statistics.median(rates)
+
+
+def time_augmentation(batches: list[dict], size: int, repeats: int) -> tuple[float, float]:
+    """Milliseconds per image: train.json's per-sample MONAI augmentation vs :class:`BatchAugment` on the
+    whole batch, on the batches' device."""
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "bundle" / "configs" / "train.json"))
+    parser["patch_size"] = [size, size]
+    per_sample = Compose(parser.get_parsed_content("train#random_transforms"))
+    per_sample.set_random_state(seed=0)
+    augment = BatchAugment()
+    sync = torch.cuda.synchronize if batches[0]["image"].is_cuda else (lambda: None)
+    n = sum(len(b["image"]) for b in batches)
+    sample_ms, batch_ms = [], []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        for b in batches:
+            for image, label in zip(b["image"], b["label"], strict=True):
+                per_sample({"image": image, "label": label})
+        sync()
+        sample_ms.append((time.perf_counter() - start) * 1000 / n)
+        start = time.perf_counter()
+        for b in batches:
+            augment(b["image"], b["label"])
+        sync()
+        batch_ms.append((time.perf_counter() - start) * 1000 / n)
+    return statistics.median(sample_ms), statistics.median(batch_ms)
 
 
 def main() -> None:
@@ -109,6 +145,8 @@ def main() -> None:
     supervised = time_mode(args, batches, adversarial=False, device=device)
     gan = time_mode(args, batches, adversarial=True, device=device)
     gan2 = time_mode(args, batches, adversarial=True, device=device, critic_every=2)
+    gan_recipe = time_mode(args, batches, adversarial=True, device=device, recipe=True)
+    sample_ms, batch_ms = time_augmentation(batches, args.size, args.repeats)
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -125,6 +163,12 @@ def main() -> None:
     critic = f"{args.disc_channels}-channel critic"
     print(f"| conditional GAN, {critic} every step | {gan:.1f} | {gan / supervised:.2f} |")
     print(f"| conditional GAN, {critic} every 2nd step | {gan2:.1f} | {gan2 / supervised:.2f} |")
+    recipe = f"conditional GAN, {critic} every step + click rounds (p 0.3) + BatchAugment"
+    print(f"| {recipe} | {gan_recipe:.1f} | {gan_recipe / supervised:.2f} |")
+    print(
+        f"\nAugmentation, ms/image: per-sample MONAI transforms (train.json) {sample_ms:.2f}, "
+        f"BatchAugment on the batch {batch_ms:.3f} ({sample_ms / batch_ms:.0f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -178,7 +178,8 @@ class EpochSeed:
 
     Args:
         seed: base seed.
-        transforms: the training augmentation ``Compose`` (its random transforms are re-seeded).
+        transforms: the training augmentation ``Compose`` (its random transforms are re-seeded), or a
+            list of objects with ``set_random_state(seed=...)`` (e.g. the GPU recipe's batch augmentation).
     """
 
     def __init__(self, seed: int, transforms: Any | None = None) -> None:
@@ -193,8 +194,10 @@ class EpochSeed:
 
         epoch_seed = self.seed + int(engine.state.epoch)
         set_determinism(seed=epoch_seed)
-        if self.transforms is not None and hasattr(self.transforms, "set_random_state"):
-            self.transforms.set_random_state(seed=epoch_seed)
+        targets = self.transforms if isinstance(self.transforms, list | tuple) else [self.transforms]
+        for target in targets:
+            if target is not None and hasattr(target, "set_random_state"):
+                target.set_random_state(seed=epoch_seed)
 
 
 class _AtomicDiskSaver(DiskSaver):

@@ -1,5 +1,6 @@
 """Array and dictionary transforms, and the shared pre-processing pipelines."""
 
+from fracseg.transforms.batch_augment import AugmentingPrepareBatch, BatchAugment
 from fracseg.transforms.dictionary import NormalizeXrayd
 from fracseg.transforms.intensity import LOWER_PERCENTILE, UPPER_PERCENTILE, normalize_intensity
 from fracseg.transforms.io import LoadMaskd, LoadXray, LoadXrayd, load_xray_tensor
@@ -15,6 +16,8 @@ __all__ = [
     "DEFAULT_SPATIAL_SIZE",
     "LOWER_PERCENTILE",
     "UPPER_PERCENTILE",
+    "AugmentingPrepareBatch",
+    "BatchAugment",
     "LoadMaskd",
     "LoadXray",
     "LoadXrayd",

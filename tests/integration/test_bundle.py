@@ -137,17 +137,18 @@ def _train_cmd(overrides: dict, *config: Path) -> list[str]:
     ]
 
 
-def test_resume_after_kill_matches_an_uninterrupted_run(shared_data, prepared, tmp_path) -> None:
+@pytest.mark.parametrize("overlays", [(), ("train_gpu.json",)], ids=["train", "train_gpu"])
+def test_resume_after_kill_matches_an_uninterrupted_run(shared_data, prepared, tmp_path, overlays) -> None:
+    """Bit-identical resume; with the GPU overlay too, whose BatchAugment is re-seeded every epoch."""
+    configs = [CONFIGS / "train.json", *(CONFIGS / name for name in overlays)]
     full = tiny_overrides(shared_data, prepared, tmp_path / "full", epochs=3)
-    proc = subprocess.run(
-        _train_cmd(full, CONFIGS / "train.json"), capture_output=True, text=True, timeout=600
-    )
+    proc = subprocess.run(_train_cmd(full, *configs), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     cut = tiny_overrides(shared_data, prepared, tmp_path / "cut", epochs=3)
     ckpt_dir = tmp_path / "cut" / "runs" / "checkpoints"
     with subprocess.Popen(
-        _train_cmd(cut, CONFIGS / "train.json"),
+        _train_cmd(cut, *configs),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -159,9 +160,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(shared_data, prepared, t
         os.killpg(victim.pid, signal.SIGKILL)
     killed_at = sorted(p.name for p in ckpt_dir.glob("checkpoint_epoch=*.pt"))
     assert "checkpoint_epoch=3.pt" not in killed_at
-    proc = subprocess.run(
-        _train_cmd(cut, CONFIGS / "train.json"), capture_output=True, text=True, timeout=600
-    )
+    proc = subprocess.run(_train_cmd(cut, *configs), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed from" in proc.stdout + proc.stderr
     a = torch.load(tmp_path / "full" / "runs" / "checkpoints" / "checkpoint_epoch=3.pt", weights_only=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
+from scipy import ndimage
 
 from fracseg.engines.clicks import simulate_clicks
 
@@ -74,3 +76,54 @@ def test_probabilities_are_thresholded_and_results_deterministic() -> None:
 def test_shape_mismatch_is_rejected() -> None:
     with pytest.raises(ValueError):
         simulate_clicks(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 9))
+
+
+def _reference_clicks(
+    pred: np.ndarray, truth: np.ndarray, num_clicks: int, sigma: float, seed: int
+) -> np.ndarray:
+    """The straightforward whole-image formulation (distance transform and Gaussians over the full grid),
+    against which the bounding-box/window implementation must agree exactly."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = pred.shape[1:]
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    out = np.zeros((pred.shape[0], 2, *shape), dtype=np.float32)
+    for b in range(pred.shape[0]):
+        for channel, error in enumerate((truth[b] & ~pred[b], pred[b] & ~truth[b])):
+            labels, n = ndimage.label(error)
+            if n == 0:
+                continue
+            sizes = np.bincount(labels.ravel())[1:]
+            for idx in np.argsort(-sizes, kind="stable")[:num_clicks]:
+                dist = ndimage.distance_transform_edt(np.pad(labels == idx + 1, 1))[1:-1, 1:-1]
+                candidates = np.argwhere(dist == dist.max())
+                pick = 0
+                if len(candidates) > 1:
+                    pick = int(torch.randint(len(candidates), (1,), generator=generator).item())
+                y, x = candidates[pick]
+                bump = np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2.0 * sigma**2)).astype(np.float32)
+                np.maximum(out[b, channel], bump, out=out[b, channel])
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cropped_computation_equals_the_whole_image_formulation(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    size = (4, 96, 80)
+    # blobs of random rectangles, some touching the border, many with tied centres
+    pred = np.zeros(size, dtype=bool)
+    truth = np.zeros(size, dtype=bool)
+    for mask in (pred, truth):
+        for b in range(size[0]):
+            for _ in range(rng.integers(0, 6)):
+                y, x = rng.integers(-5, size[1]), rng.integers(-5, size[2])
+                h, w = rng.integers(1, 30), rng.integers(1, 30)
+                mask[b, max(0, y) : y + h, max(0, x) : x + w] = True
+    sigma = float(rng.choice([1.5, 3.0, 8.0]))
+    got = simulate_clicks(
+        torch.from_numpy(pred.astype(np.float32)),
+        torch.from_numpy(truth.astype(np.float32)),
+        num_clicks=2,
+        sigma=sigma,
+        generator=torch.Generator().manual_seed(seed),
+    ).numpy()
+    np.testing.assert_array_equal(got, _reference_clicks(pred, truth, 2, sigma, seed))
