@@ -25,6 +25,7 @@ from fracseg.data.rasterize import rasterize_polygons
 from fracseg.errors import DatasetError, FracsegError
 from fracseg.evaluation.metrics import (
     average_precision,
+    bootstrap_ci,
     hd95,
     match_instances,
     pixel_metrics,
@@ -61,6 +62,8 @@ ROW_COLUMNS = (
     "seconds",
     "error",
 )
+#: Bootstrap replicates of the 95 % confidence intervals in ``metrics.json`` (``ci95``).
+BOOTSTRAP_REPS = 1000
 #: Pixel thresholds and score summaries tried by ``--calibrate`` (on valid only).
 CALIBRATION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 CALIBRATION_TOP_PIXELS = (1, 16, 64, 256, 1024)
@@ -180,6 +183,7 @@ def aggregate(cases: list[Case], rule: DecisionRule) -> dict[str, Any]:
     labels = [int(r["fractured"]) for r in ok]
     sens, spec = sensitivity_specificity([bool(r["fracture_present"]) for r in ok], labels)
     return {
+        "ci95": confidence_intervals(fractured, negatives),
         "images": len(cases),
         "fractured_images": len(fractured),
         "non_fractured_images": len(negatives),
@@ -210,6 +214,36 @@ def aggregate(cases: list[Case], rule: DecisionRule) -> dict[str, Any]:
             else float("nan"),
         },
     }
+
+
+def confidence_intervals(
+    fractured: list[dict[str, Any]], negatives: list[dict[str, Any]], reps: int = BOOTSTRAP_REPS
+) -> dict[str, tuple[float, float]]:
+    """95 % percentile-bootstrap intervals (images resampled within class, fixed seed) of the headline
+    metrics: how far a split of this size pins them down."""
+    dice = np.array([_num(r["dice"]) for r in fractured], dtype=float)
+    pos_score = np.array([float(r["fracture_score"]) for r in fractured])
+    neg_score = np.array([float(r["fracture_score"]) for r in negatives])
+    pos_flag = np.array([bool(r["fracture_present"]) for r in fractured])
+    neg_flag = np.array([bool(r["fracture_present"]) for r in negatives])
+    detections = [r["_detections"] for r in fractured]
+    truths = np.array([int(r["gt_instances"]) for r in fractured])
+    n_pos, n_neg = len(fractured), len(negatives)
+
+    def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+        return roc_auc([*pos_score[pos], *neg_score[neg]], [1] * len(pos) + [0] * len(neg))
+
+    def ap50(pos: np.ndarray, neg: np.ndarray) -> float:
+        return average_precision([d for i in pos for d in detections[i]], int(truths[pos].sum()))
+
+    statistics = {
+        "dice_mean": lambda pos, neg: float(np.nanmean(dice[pos])) if len(pos) else float("nan"),
+        "auroc": auroc,
+        "sensitivity": lambda pos, neg: float(pos_flag[pos].mean()) if len(pos) else float("nan"),
+        "specificity": lambda pos, neg: float((~neg_flag[neg]).mean()) if len(neg) else float("nan"),
+        "mask_ap50": ap50,
+    }
+    return {name: bootstrap_ci(fn, n_pos, n_neg, reps=reps) for name, fn in statistics.items()}
 
 
 def calibrate(cases: list[Case], target_sensitivity: float = 0.85) -> dict[str, Any]:

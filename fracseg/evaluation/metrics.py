@@ -7,7 +7,7 @@ Conventions are stated where a choice was made; ``bundle/docs/README.md`` repeat
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,3 +197,31 @@ def summarize(values: Sequence[float]) -> dict[str, float | int]:
         "n": int(finite.size),
         "undefined": int(arr.size - finite.size),
     }
+
+
+def bootstrap_ci(
+    statistic: Callable[[np.ndarray, np.ndarray], float],
+    n_positive: int,
+    n_negative: int,
+    reps: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(positive_idx, negative_idx)``.
+
+    Images are resampled with replacement within each class (fractured / non-fractured), so every
+    replicate keeps the split's class sizes. Deterministic for a given ``seed``; replicates where the
+    statistic is undefined (NaN) are ignored. ``(nan, nan)`` when none is defined.
+    """
+    rng = np.random.default_rng(seed)
+    values = np.empty(reps, dtype=np.float64)
+    for i in range(reps):
+        pos = rng.integers(0, n_positive, n_positive) if n_positive else np.empty(0, dtype=np.int64)
+        neg = rng.integers(0, n_negative, n_negative) if n_negative else np.empty(0, dtype=np.int64)
+        values[i] = statistic(pos, neg)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return float(low), float(high)

@@ -25,6 +25,12 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _ci(intervals: dict[str, Any], key: str) -> str:
+    """``low–high`` of a bootstrap interval from ``metrics['ci95']`` (``n/a`` when absent)."""
+    low, high = intervals.get(key) or (None, None)
+    return "n/a" if low is None or high is None else f"{_fmt(low)}–{_fmt(high)}"
+
+
 def _save_figure(fig: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
@@ -88,6 +94,7 @@ def _grid(out: Path, cases: list[Case]) -> str | None:
 def markdown(metrics: dict[str, Any], figures: list[str], grid: str | None) -> str:
     """The report text (Markdown)."""
     px, inst, img, rule = metrics["pixel"], metrics["instance"], metrics["image"], metrics["rule"]
+    ci = metrics.get("ci95", {})
     lines = [
         f"# fracseg evaluation: split `{metrics['split']}`",
         "",
@@ -109,7 +116,13 @@ def markdown(metrics: dict[str, Any], figures: list[str], grid: str | None) -> s
             f"| {key}{' (px)' if key == 'hd95' else ''} | {_fmt(s['mean'])} | {_fmt(s['sd'])} | "
             f"{_fmt(s['median'])} | {s['n']} | {s['undefined']} |"
         )
-    lines += ["", "HD95 is undefined where the prediction is empty.", "", "### By body part", ""]
+    lines += [
+        "",
+        f"Dice mean 95 % CI {_ci(ci, 'dice_mean')}. HD95 is undefined where the prediction is empty.",
+        "",
+        "### By body part",
+        "",
+    ]
     lines += [
         "| body part | images | Dice mean | Dice median | IoU mean | HD95 median (px) |",
         "|---|---|---|---|---|---|",
@@ -127,15 +140,15 @@ def markdown(metrics: dict[str, Any], figures: list[str], grid: str | None) -> s
         f"({_fmt(inst['hit_rate'])})",
         f"- false-positive regions per image: fractured {_fmt(inst['fp_regions_per_fractured_image'], 2)}, "
         f"non-fractured {_fmt(inst['fp_regions_per_non_fractured_image'], 2)}",
-        f"- mask AP50 (fractured images, as the FracAtlas YOLOv8-seg baseline): {_fmt(inst['mask_ap50'])}; "
-        "with non-fractured images' regions as extra false positives: "
+        f"- mask AP50 (fractured images, as the FracAtlas YOLOv8-seg baseline): {_fmt(inst['mask_ap50'])} "
+        f"(95 % CI {_ci(ci, 'mask_ap50')}); with non-fractured images' regions as extra false positives: "
         f"{_fmt(inst['mask_ap50_with_negatives'])}",
         "",
         "## Image level (is there a fracture?)",
         "",
-        f"- AUROC: {_fmt(img['auroc'])}",
-        f"- at the shipped rule: sensitivity {_fmt(img['sensitivity'])}, "
-        f"specificity {_fmt(img['specificity'])}",
+        f"- AUROC: {_fmt(img['auroc'])} (95 % CI {_ci(ci, 'auroc')})",
+        f"- at the shipped rule: sensitivity {_fmt(img['sensitivity'])} ({_ci(ci, 'sensitivity')}), "
+        f"specificity {_fmt(img['specificity'])} ({_ci(ci, 'specificity')})",
         f"- non-fractured images with any positive pixel: {_fmt(img['non_fractured_with_positive_pixels'])}",
         "",
     ]

@@ -59,6 +59,11 @@ def test_evaluate_valid_writes_metrics_report_and_rows_that_match_the_predictor(
     assert int(rows[0]["gt_instances"]) == entry["polygons"]
     assert float(rows[0]["fracture_score"]) == pytest.approx(pred.fracture_score, abs=1e-6)
     assert metrics["pixel"]["dice"]["n"] == 3
+    low, high = metrics["ci95"]["dice_mean"]
+    assert low <= metrics["pixel"]["dice"]["mean"] <= high
+    low, high = metrics["ci95"]["sensitivity"]
+    assert 0.0 <= low <= metrics["image"]["sensitivity"] <= high <= 1.0
+    assert set(metrics["ci95"]) == {"dice_mean", "auroc", "sensitivity", "specificity", "mask_ap50"}
 
 
 def test_evaluate_test_split_of_a_full_release_layout_uses_held_out_negatives(tmp_path) -> None:

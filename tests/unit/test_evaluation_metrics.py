@@ -10,6 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 from fracseg.evaluation.metrics import (
     average_precision,
+    bootstrap_ci,
     hd95,
     match_instances,
     pixel_metrics,
@@ -115,3 +116,31 @@ def test_decision_rule_scores_regions_and_gates_the_mask() -> None:
 def test_decision_rule_reads_the_bundle_keys() -> None:
     rule = DecisionRule.from_config({"threshold": 0.4, "score_threshold": 0.7, "score_top_pixels": 64})
     assert rule == DecisionRule(threshold=0.4, score_threshold=0.7, score_top_pixels=64, min_region_pixels=0)
+
+
+def test_bootstrap_interval_covers_the_mean_shrinks_with_n_and_is_deterministic() -> None:
+    rng = np.random.default_rng(1)
+    small, large = rng.normal(0.3, 0.1, 30), rng.normal(0.3, 0.1, 3000)
+
+    def mean_of(values):
+        return lambda pos, neg: float(values[pos].mean())
+
+    low_s, high_s = bootstrap_ci(mean_of(small), len(small), 0, reps=500)
+    low_l, high_l = bootstrap_ci(mean_of(large), len(large), 0, reps=500)
+    assert low_s < small.mean() < high_s and low_l < large.mean() < high_l
+    assert high_l - low_l < (high_s - low_s) / 5  # about 1/sqrt(100) as wide
+    # the standard error of a mean: the 95 % interval is about +-1.96 sd/sqrt(n)
+    assert high_s - low_s == pytest.approx(2 * 1.96 * small.std() / math.sqrt(len(small)), rel=0.25)
+    assert bootstrap_ci(mean_of(small), len(small), 0, reps=500) == (low_s, high_s)
+
+
+def test_bootstrap_resamples_within_each_class_and_skips_undefined_replicates() -> None:
+    sizes = []
+
+    def record(pos, neg):
+        sizes.append((len(pos), len(neg)))
+        return float("nan") if len(sizes) % 2 else 1.0
+
+    assert bootstrap_ci(record, 5, 7, reps=10) == (1.0, 1.0)
+    assert set(sizes) == {(5, 7)}
+    assert all(math.isnan(v) for v in bootstrap_ci(lambda p, n: float("nan"), 3, 3, reps=5))
