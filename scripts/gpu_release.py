@@ -285,7 +285,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     bench = [*_python(), "scripts/bench_train.py", "--data", str(fracatlas), "--device", device]
     bench += ["--size", size, "--channels", *channels]
     bench += ["--batch", str(config["batch_size"]), "--repeats", "1" if args.rehearse else "3"]
-    bench += ["--images", "8" if args.rehearse else "64"]
+    bench += ["--images", "8" if args.rehearse else "128"]
     if config.get("amp"):
         bench += ["--amp"]
     if config.get("channels_last"):
@@ -295,14 +295,8 @@ def cmd_release(args: argparse.Namespace) -> int:
     run_dir = work / "release"
     train = [*_python(), "-m", "monai.bundle", "run", "training", "--config_file"]
     train += [str([str(CONFIGS / "train.json"), str(CONFIGS / "train_gpu.json")])]
-    train += [
-        "--dataset_dir",
-        str(fracatlas),
-        "--output_dir",
-        str(run_dir),
-        "--ckpt_dir",
-        str(run_dir / "models"),
-    ]
+    train += ["--dataset_dir", str(fracatlas), "--output_dir", str(run_dir)]
+    train += ["--ckpt_dir", str(run_dir / "models"), "--prepared_dir", str(work / "prepared")]
     train += _bundle_args(overrides)
     trained = steps.run("train", train, args.budget + 240, env)
     best = run_dir / "models" / "model.pt"
