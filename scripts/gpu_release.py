@@ -33,6 +33,7 @@ standard library only, so it runs before the carried packages are importable:
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import json
 import os
@@ -202,6 +203,21 @@ def _bundle_args(overrides: dict) -> list[str]:
     return out
 
 
+def _parse_sets(items: list[str]) -> dict:
+    """``key=value`` pairs of bundle overrides; values are Python literals where they parse as one
+    (``False``, ``[16, 32]``, ``0.5``), else strings (``$torch.device('cpu')``)."""
+    pairs: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        try:
+            pairs[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pairs[key] = value
+    return pairs
+
+
 def _rehearsal_overrides() -> dict:
     """Toy sizes for a CPU rehearsal of the GPU recipe (same configs and code path, tiny budget)."""
     return {
@@ -264,6 +280,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     steps = Steps(work)
     device = "cpu" if args.rehearse else "cuda"
     overrides = _rehearsal_overrides() if args.rehearse else {}
+    overrides.update(_parse_sets(args.set))
     overrides.update({"epochs": args.epochs, "time_budget_s": args.budget, "seed": args.seed})
     env = _env()
 
@@ -354,6 +371,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     steps = Steps(work)
     overrides = _rehearsal_overrides() if args.rehearse else {}
+    overrides.update(_parse_sets(args.set))
     overrides.update({"time_budget_s": args.budget})
     env = _env()
     cmd = [
@@ -431,6 +449,9 @@ def main() -> int:
             "--budget", type=float, default=budget, help="training seconds per run (time_budget_s)"
         )
         p.add_argument("--rehearse", action="store_true", help="CPU, toy sizes: test this script")
+        p.add_argument(
+            "--set", nargs="*", default=[], help="bundle overrides key=value, e.g. amp=False (a fallback)"
+        )
     sub.choices["release"].add_argument("--seed", type=int, default=0)
     sub.choices["ablation"].add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     sub.choices["ablation"].add_argument("--timeout", type=float, default=540, help="whole ablation, seconds")
