@@ -166,6 +166,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"  calibration (this split): threshold {cal['threshold']}, score_top_pixels "
             f"{cal['score_top_pixels']}, score_threshold {cal['score_threshold']:.4f}"
         )
+        fit = cal["crossfit"]
+        print(
+            f"  rule chosen on one half, measured on the other ({fit['repeats']} x 2 folds): "
+            f"Dice mean {fit['dice_mean']:.3f}, sensitivity {fit['sensitivity']:.3f}, "
+            f"specificity {fit['specificity']:.3f}"
+        )
     if not predictor.trained:
         print("  -- UNTRAINED model: these numbers are not meaningful")
     return 0

@@ -165,8 +165,16 @@ def markdown(metrics: dict[str, Any], figures: list[str], grid: str | None) -> s
             + ")",
             f"- image threshold {_fmt(cal['score_threshold'], 4)} (highest with sensitivity >= "
             f"{cal['target_sensitivity']})",
-            "",
         ]
+        if "crossfit" in cal:
+            fit = cal["crossfit"]
+            lines.append(
+                "- the same choice made on one half of the split and measured on the other "
+                f"({fit['repeats']} random halvings): Dice mean {_fmt(fit['dice_mean'])}, "
+                f"sensitivity {_fmt(fit['sensitivity'])}, specificity {_fmt(fit['specificity'])} "
+                "(the figures above, on the images the rule was chosen on, are optimistic)"
+            )
+        lines.append("")
     lines += [f"![{name}]({name})" for name in figures]
     if grid:
         lines += [

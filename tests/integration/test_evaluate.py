@@ -45,7 +45,11 @@ def test_evaluate_valid_writes_metrics_report_and_rows_that_match_the_predictor(
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())  # strict JSON: NaN written as null
     assert metrics["fractured_images"] == 3 and metrics["non_fractured_images"] == 3
-    assert set(metrics["calibration"]) >= {"threshold", "score_top_pixels", "score_threshold"}
+    assert set(metrics["calibration"]) >= {"threshold", "score_top_pixels", "score_threshold", "crossfit"}
+    fit = metrics["calibration"]["crossfit"]
+    assert fit["repeats"] == 5 and all(
+        0.0 <= fit[k] <= 1.0 for k in ("dice_mean", "sensitivity", "specificity")
+    )
     rows = _rows(out / "per_image.csv")
     assert list(rows[0]) == list(ROW_COLUMNS) and len(rows) == 6
     assert [int(r["fractured"]) for r in rows] == [1, 1, 1, 0, 0, 0]

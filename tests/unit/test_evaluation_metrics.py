@@ -144,3 +144,27 @@ def test_bootstrap_resamples_within_each_class_and_skips_undefined_replicates() 
     assert bootstrap_ci(record, 5, 7, reps=10) == (1.0, 1.0)
     assert set(sizes) == {(5, 7)}
     assert all(math.isnan(v) for v in bootstrap_ci(lambda p, n: float("nan"), 3, 3, reps=5))
+
+
+def _case(fractured: bool, score: float, rng: np.random.Generator):
+    from fracseg.evaluation.evaluate import Case
+
+    truth = np.zeros((40, 40), dtype=bool)
+    probability = rng.uniform(0.0, 0.2, (40, 40)).astype(np.float32)
+    if fractured:
+        truth[10:20, 10:20] = True
+    probability[10:20, 10:20] = score  # a confident blob where fractures are, a weak one elsewhere
+    return Case(row={"fractured": int(fractured)}, probability=probability, truth=truth)
+
+
+def test_crossfit_recovers_a_separable_split_and_is_honest_about_an_inseparable_one() -> None:
+    from fracseg.evaluation.evaluate import crossfit
+
+    rng = np.random.default_rng(0)
+    separable = [_case(True, 0.95, rng) for _ in range(10)] + [_case(False, 0.3, rng) for _ in range(10)]
+    fit = crossfit(separable, DecisionRule())
+    assert fit["sensitivity"] == 1.0 and fit["specificity"] == 1.0 and fit["dice_mean"] == pytest.approx(1.0)
+    # identical score distributions: whatever rule one half picks, the other half cannot do better than chance
+    inseparable = [_case(i % 2 == 0, float(rng.uniform(0.3, 0.95)), rng) for i in range(40)]
+    fit = crossfit(inseparable, DecisionRule())
+    assert fit["sensitivity"] + fit["specificity"] < 1.4
