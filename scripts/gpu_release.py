@@ -404,7 +404,9 @@ def _finish(work: Path, out: Path, steps: Steps, name: str, extra: list[Path]) -
                 "auroc": m["image"]["auroc"],
                 "sensitivity": m["image"]["sensitivity"],
                 "specificity": m["image"]["specificity"],
-                "calibration": {k: m["calibration"][k] for k in RULE_KEYS} if "calibration" in m else None,
+                "calibration": {k: m["calibration"][k] for k in (*RULE_KEYS, "crossfit")}
+                if "calibration" in m
+                else None,
             }
     ablation = work / "ablation" / "summary.json"
     if ablation.exists():
