@@ -126,6 +126,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from fracseg.evaluation import evaluate
+    from fracseg.evaluation.report import format_interval
 
     predictor = _predictor(args)
     bar = tqdm(desc=f"evaluate {args.split}", unit="img", disable=args.quiet)
@@ -155,7 +156,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         f"HD95 median {px['hd95']['median']:.1f} px\n"
         f"  instances hit {inst['hit_instances']}/{inst['gt_instances']}, mask AP50 {inst['mask_ap50']:.3f}, "
         f"FP regions/non-fractured image {inst['fp_regions_per_non_fractured_image']:.2f}\n"
-        f"  image level: AUROC {img['auroc']:.3f} (95% CI {_interval(metrics['ci95']['auroc'])}), "
+        f"  image level: AUROC {img['auroc']:.3f} (95% CI {format_interval(metrics['ci95'], 'auroc')}), "
         f"sensitivity {img['sensitivity']:.3f}, "
         f"specificity {img['specificity']:.3f}\n"
         f"  wrote {args.output}/metrics.json, per_image.csv, report.md, report.html"
@@ -175,11 +176,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if not predictor.trained:
         print("  -- UNTRAINED model: these numbers are not meaningful")
     return 0
-
-
-def _interval(bounds: list[float] | tuple[float, float]) -> str:
-    low, high = bounds
-    return "n/a" if low is None or high is None or low != low or high != high else f"{low:.3f}-{high:.3f}"
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:

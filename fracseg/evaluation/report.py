@@ -25,7 +25,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _ci(intervals: dict[str, Any], key: str) -> str:
+def format_interval(intervals: dict[str, Any], key: str) -> str:
     """``low–high`` of a bootstrap interval from ``metrics['ci95']`` (``n/a`` when absent)."""
     low, high = intervals.get(key) or (None, None)
     return "n/a" if low is None or high is None else f"{_fmt(low)}–{_fmt(high)}"
@@ -94,7 +94,11 @@ def _grid(out: Path, cases: list[Case]) -> str | None:
 def markdown(metrics: dict[str, Any], figures: list[str], grid: str | None) -> str:
     """The report text (Markdown)."""
     px, inst, img, rule = metrics["pixel"], metrics["instance"], metrics["image"], metrics["rule"]
-    ci = metrics.get("ci95", {})
+    intervals = metrics.get("ci95", {})
+
+    def ci(key: str) -> str:
+        return format_interval(intervals, key)
+
     lines = [
         f"# fracseg evaluation: split `{metrics['split']}`",
         "",
@@ -118,7 +122,7 @@ def markdown(metrics: dict[str, Any], figures: list[str], grid: str | None) -> s
         )
     lines += [
         "",
-        f"Dice mean 95 % CI {_ci(ci, 'dice_mean')}. HD95 is undefined where the prediction is empty.",
+        f"Dice mean 95 % CI {ci('dice_mean')}. HD95 is undefined where the prediction is empty.",
         "",
         "### By body part",
         "",
@@ -141,14 +145,14 @@ def markdown(metrics: dict[str, Any], figures: list[str], grid: str | None) -> s
         f"- false-positive regions per image: fractured {_fmt(inst['fp_regions_per_fractured_image'], 2)}, "
         f"non-fractured {_fmt(inst['fp_regions_per_non_fractured_image'], 2)}",
         f"- mask AP50 (fractured images, as the FracAtlas YOLOv8-seg baseline): {_fmt(inst['mask_ap50'])} "
-        f"(95 % CI {_ci(ci, 'mask_ap50')}); with non-fractured images' regions as extra false positives: "
+        f"(95 % CI {ci('mask_ap50')}); with non-fractured images' regions as extra false positives: "
         f"{_fmt(inst['mask_ap50_with_negatives'])}",
         "",
         "## Image level (is there a fracture?)",
         "",
-        f"- AUROC: {_fmt(img['auroc'])} (95 % CI {_ci(ci, 'auroc')})",
-        f"- at the shipped rule: sensitivity {_fmt(img['sensitivity'])} ({_ci(ci, 'sensitivity')}), "
-        f"specificity {_fmt(img['specificity'])} ({_ci(ci, 'specificity')})",
+        f"- AUROC: {_fmt(img['auroc'])} (95 % CI {ci('auroc')})",
+        f"- at the shipped rule: sensitivity {_fmt(img['sensitivity'])} ({ci('sensitivity')}), "
+        f"specificity {_fmt(img['specificity'])} ({ci('specificity')})",
         f"- non-fractured images with any positive pixel: {_fmt(img['non_fractured_with_positive_pixels'])}",
         "",
     ]
