@@ -73,7 +73,13 @@ def _predictor(args: argparse.Namespace) -> Predictor:
 
     bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
     weights = args.weights or bundle / "models" / "model.pt"
-    return Predictor(weights=weights, device=args.device, threshold=args.threshold, bundle=bundle)
+    return Predictor(
+        weights=weights,
+        device=args.device,
+        threshold=args.threshold,
+        bundle=bundle,
+        precision=args.precision,
+    )
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
@@ -186,6 +192,13 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights", default=None, help="generator checkpoint (default: <bundle>/models/model.pt)"
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=("auto", "bf16", "fp32"),
+        help="auto: bf16 autocast + channels_last where the device computes bf16 natively, else fp32 "
+        "(env FRACSEG_PRECISION overrides auto); default: the bundle's inference.json 'precision'",
+    )
     parser.add_argument(
         "--threshold", type=float, default=None, help="pixel threshold (default: the bundle's)"
     )

@@ -4,9 +4,10 @@ Runs, in one process on the same predictor: the network alone on a letterboxed 5
 ``fracseg infer``'s batch pipeline over (a) 454x373 FracAtlas JPEGs and (b) a large JPEG-lossless CR
 DICOM (1576x1976), once sequentially (batch 1, no workers: per-image latency) and once pipelined
 (batches + decoding workers + writer thread: throughput). Prints medians and p95 and the ratio of
-end-to-end to model-only time.
+end-to-end to model-only time, for each precision (fp32 and bf16 autocast + channels_last side by side,
+with bf16's speed-up measured in the same run).
 
-    python scripts/bench_infer.py [--device cuda] [--batch 16] [--workers 2]
+    python scripts/bench_infer.py [--device cuda] [--batch 16] [--workers 2] [--precisions fp32 bf16]
 """
 
 from __future__ import annotations
@@ -68,46 +69,54 @@ def main() -> None:
         "--data", type=Path, default=SHARED, help="folder with fracatlas/ and dicom/ (default ../shared/data)"
     )
     parser.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the shipped one)")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16", "auto"))
     args = parser.parse_args()
-    if args.bundle is None:
-        predictor = Predictor(device=args.device)
-    else:
-        weights = args.bundle / "models" / "model.pt"
-        predictor = Predictor(weights=weights, device=args.device, bundle=args.bundle)
+    weights = None if args.bundle is None else args.bundle / "models" / "model.pt"
+    bundle = {} if args.bundle is None else {"weights": weights, "bundle": args.bundle}
+    predictors = {p: Predictor(device=args.device, precision=p, **bundle) for p in args.precisions}
+    first = next(iter(predictors.values()))
     with tempfile.TemporaryDirectory() as tmp:
         jpegs = Path(tmp) / "jpegs"
         jpegs.mkdir()
         for image in sorted((args.data / "fracatlas" / "images" / "Fractured").glob("*.jpg")):
             if len(list(jpegs.iterdir())) >= args.jpegs:
                 break
-            if image.stat().st_size and predictor.prepare(image)["original"].shape in (
-                (454, 373),
-                (373, 454),
-            ):
+            if image.stat().st_size and first.prepare(image)["original"].shape in ((454, 373), (373, 454)):
                 shutil.copy(image, jpegs / image.name)
         dicoms = Path(tmp) / "dicoms"
         dicoms.mkdir()
         for i in range(args.dicoms):
             shutil.copy(args.data / "dicom" / "CR-ModalitySequenceLUT.dcm", dicoms / f"cr{i}.dcm")
-        m1 = model_only(predictor, 1, args.repeats)
-        mb = model_only(predictor, args.batch, args.repeats)
         print(
             f"\nInference on {args.device} ({torch.get_num_threads()} threads), "
-            f"{predictor.spatial_size}x{predictor.spatial_size} letterbox\n"
+            f"{first.spatial_size}x{first.spatial_size} letterbox\n"
         )
-        per_image = f"{m1 * 1000:.0f} ms/image at batch 1, {mb * 1000:.0f} ms/image at batch {args.batch}"
-        print(f"model only: {per_image}\n")
-        print("| input | mode | p50 s/image | p95 s/image | images/s | end-to-end / model-only |")
-        print("|---|---|---:|---:|---:|---:|")
+        model_ms = {}
+        for name, predictor in predictors.items():
+            m1 = model_only(predictor, 1, args.repeats)
+            mb = model_only(predictor, args.batch, args.repeats)
+            model_ms[name] = (m1, mb)
+            per_image = f"{m1 * 1000:.0f} ms/image at batch 1, {mb * 1000:.0f} ms/image at batch {args.batch}"
+            base = next(iter(model_ms.values()))[0]
+            print(f"model only, {predictor.precision.name}: {per_image} ({base / m1:.2f}x the first row)")
+        print()
+        print("| precision | input | mode | p50 s/image | p95 s/image | images/s | end-to-end / model-only |")
+        print("|---|---|---|---:|---:|---:|---:|")
         sets = ((f"{args.jpegs} JPEG 454x373", jpegs), (f"{args.dicoms} CR DICOM 1576x1976 JPEG-LL", dicoms))
-        for name, folder in sets:
-            p50, p95, rate = end_to_end(predictor, folder, 1, 0)
-            ratio = p50 / m1
-            print(f"| {name} | sequential (batch 1) | {p50:.3f} | {p95:.3f} | {rate:.2f} | {ratio:.1f} |")
-            p50, p95, rate = end_to_end(predictor, folder, args.batch, args.workers)
-            mode = f"pipelined (batch {args.batch}, {args.workers} workers)"
-            ratio = (1 / rate) / mb
-            print(f"| {name} | {mode} | {p50:.3f} | {p95:.3f} | {rate:.2f} | {ratio:.1f} |")
+        for name, predictor in predictors.items():
+            m1, mb = model_ms[name]
+            label = predictor.precision.name
+            for set_name, folder in sets:
+                p50, p95, rate = end_to_end(predictor, folder, 1, 0)
+                ratio = p50 / m1
+                print(
+                    f"| {label} | {set_name} | sequential (batch 1) | {p50:.3f} | {p95:.3f} | {rate:.2f} "
+                    f"| {ratio:.1f} |"
+                )
+                p50, p95, rate = end_to_end(predictor, folder, args.batch, args.workers)
+                mode = f"pipelined (batch {args.batch}, {args.workers} workers)"
+                ratio = (1 / rate) / mb
+                print(f"| {label} | {set_name} | {mode} | {p50:.3f} | {p95:.3f} | {rate:.2f} | {ratio:.1f} |")
 
 
 if __name__ == "__main__":

@@ -303,10 +303,9 @@ def cmd_release(args: argparse.Namespace) -> int:
     bench += ["--size", size, "--channels", *channels]
     bench += ["--batch", str(config["batch_size"]), "--repeats", "1" if args.rehearse else "3"]
     bench += ["--images", "8" if args.rehearse else "128"]
-    if config.get("amp"):
-        bench += ["--amp"]
-    if config.get("channels_last"):
-        bench += ["--channels-last"]
+    amp = config.get("amp")  # True/False when the recipe or --set fixes it, else derived from "precision"
+    precisions = ["fp32", "bf16"] if not isinstance(amp, bool) else ["bf16" if amp else "fp32"]
+    bench += ["--precisions", *precisions]
     steps.run("bench_train", bench, 60 if args.rehearse else 150, env)
 
     run_dir = work / "release"

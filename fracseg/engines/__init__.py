@@ -1,7 +1,8 @@
 """Training engines: the conditional-GAN trainer, DeepEdit-style click simulation and resume support."""
 
-from fracseg.engines.budget import TimeBudget
+from fracseg.engines.budget import FitCosineToBudget, TimeBudget
 from fracseg.engines.clicks import simulate_clicks
+from fracseg.engines.curves import LearningCurve
 from fracseg.engines.gan_trainer import ConditionalGanTrainer, GanOutputKeys, gan_stats_output
 from fracseg.engines.resume import (
     AtomicCheckpointSaver,
@@ -17,7 +18,9 @@ __all__ = [
     "BestMetricState",
     "ConditionalGanTrainer",
     "EpochSeed",
+    "FitCosineToBudget",
     "GanOutputKeys",
+    "LearningCurve",
     "ResumeFromLatest",
     "RngState",
     "TimeBudget",

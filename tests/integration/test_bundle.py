@@ -137,15 +137,22 @@ def _train_cmd(overrides: dict, *config: Path) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("overlays", [(), ("train_gpu.json",)], ids=["train", "train_gpu"])
-def test_resume_after_kill_matches_an_uninterrupted_run(shared_data, prepared, tmp_path, overlays) -> None:
-    """Bit-identical resume; with the GPU overlay too, whose BatchAugment is re-seeded every epoch."""
+@pytest.mark.parametrize(
+    ("overlays", "precision"),
+    [((), "fp32"), ((), "bf16"), (("train_gpu.json",), "auto")],
+    ids=["train-fp32", "train-bf16", "train_gpu"],
+)
+def test_resume_after_kill_matches_an_uninterrupted_run(
+    shared_data, prepared, tmp_path, overlays, precision
+) -> None:
+    """Bit-identical resume, in fp32 and under bf16 autocast + channels_last; with the GPU overlay too,
+    whose BatchAugment is re-seeded every epoch."""
     configs = [CONFIGS / "train.json", *(CONFIGS / name for name in overlays)]
-    full = tiny_overrides(shared_data, prepared, tmp_path / "full", epochs=3)
+    full = tiny_overrides(shared_data, prepared, tmp_path / "full", epochs=3, precision=precision)
     proc = subprocess.run(_train_cmd(full, *configs), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    cut = tiny_overrides(shared_data, prepared, tmp_path / "cut", epochs=3)
+    cut = tiny_overrides(shared_data, prepared, tmp_path / "cut", epochs=3, precision=precision)
     ckpt_dir = tmp_path / "cut" / "runs" / "checkpoints"
     with subprocess.Popen(
         _train_cmd(cut, *configs),
@@ -357,6 +364,28 @@ def test_gpu_recipe_overlay_runs_on_cpu(shared_data, prepared, tmp_path) -> None
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "val_mean_dice" in proc.stdout + proc.stderr
     assert (tmp_path / "models" / "model.pt").exists()
+
+
+def test_cpu_recipe_parses_and_trains_one_short_epoch(shared_data, prepared, tmp_path) -> None:
+    """train_cpu.json with its own networks and sampling, one short epoch at 64x64: the precision switch
+    resolves, the learning curve gets its row (AUROC from the valid negatives) and the cosine is fitted."""
+    recipe = json.loads((CONFIGS / "train_cpu.json").read_text())
+    overrides = tiny_overrides(
+        shared_data, prepared, tmp_path, epochs=2, val_interval=1, time_budget_s=3600, precision="bf16"
+    )
+    overrides["val_keys"] = ["validation", "negatives_valid"]
+    for key in ("generator_channels", "discriminator_channels", "warmup_epochs", "ramp_epochs"):
+        overrides.pop(key)
+    workflow, records, _ = run_workflow([CONFIGS / "train.json", CONFIGS / "train_cpu.json"], overrides)
+    parser = workflow.parser
+    assert parser.get_parsed_content("generator_channels") == recipe["generator_channels"]
+    assert parser.get_parsed_content("amp") is True and parser.get_parsed_content("channels_last") is True
+    assert records and all(r["d_loss"] == 0 for r in records)  # the critic waits for its warm-up
+    rows = [json.loads(line) for line in (tmp_path / "runs" / "curves.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[-1]["val_images"] == 205 and 0.0 <= rows[-1]["val_auroc"] <= 1.0
+    assert 0.0 <= rows[-1]["val_dice_05"] <= rows[-1]["val_best_dice"] <= 1.0
+    assert parser.get_parsed_content("lr_scheduler").T_max == 2  # fitted to the budget, capped at epochs
 
 
 def test_mlflow_tracking_logs_locally(shared_data, prepared, tmp_path) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from ignite.engine import Engine, Events
 
-from fracseg.engines import TimeBudget
+from fracseg.engines import FitCosineToBudget, TimeBudget
 from fracseg.engines import budget as budget_module
 
 
@@ -67,3 +68,34 @@ def test_zero_disables_and_a_generous_budget_runs_to_the_end(clock: FakeClock) -
         assert engine.state.epoch == 5
         assert budget.stopped_at_epoch is None
         assert validated == [1, 2, 3, 4, 5]
+
+
+def test_cosine_is_fitted_to_the_epochs_the_budget_affords(clock: FakeClock) -> None:
+    """After the timed epochs, T_max = budget * (1 - margin) / seconds per epoch, capped at max_epochs."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=400)
+    engine, _ = _engine(clock, [10.0] * 400)
+    fit = FitCosineToBudget(100.0, scheduler, fit_after_epochs=2, margin=0.1)
+    fit.attach(engine)
+    TimeBudget(100.0).attach(engine)
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: scheduler.step())
+    engine.run([0], max_epochs=400)
+    assert fit.fitted_epochs == 9 and scheduler.T_max == 9  # 90 s of budget at 10 s per epoch
+    assert engine.state.epoch == 10  # the budget runs one epoch more: the margin keeps the lr near 0 there
+
+
+def test_cosine_fit_is_off_without_a_budget_and_kept_on_resume(clock: FakeClock) -> None:
+    param = torch.nn.Parameter(torch.zeros(1))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(torch.optim.SGD([param], lr=1.0), T_max=5)
+    engine, _ = _engine(clock, [10.0] * 5)
+    FitCosineToBudget(0.0, scheduler).attach(engine)
+    engine.run([0], max_epochs=5)
+    assert scheduler.T_max == 5
+    resumed, _ = _engine(clock, [10.0] * 10)
+    # ResumeFromLatest restores the engine's state at STARTED, before the handlers attached after it run
+    resumed.add_event_handler(Events.STARTED, lambda e: setattr(e.state, "epoch", 5))
+    fit = FitCosineToBudget(30.0, scheduler)
+    fit.attach(resumed)
+    resumed.run([0], max_epochs=7)
+    assert fit.fitted_epochs is None and scheduler.T_max == 5

@@ -184,3 +184,24 @@ def test_critic_every_skips_critic_updates_on_the_other_iterations() -> None:
     assert d_losses[1] > 0.0 and d_losses[3] > 0.0
     with pytest.raises(ValueError, match="critic_every"):
         _trainer(critic_every=0)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+def test_instance_noise_reaches_every_mask_the_critic_sees(noise: float) -> None:
+    """With instance noise the critic's mask channel (real and fake, critic step and generator step) leaves
+    [0, 1] with roughly the configured spread; without it every mask stays in [0, 1]."""
+    trainer = _trainer(max_epochs=1, instance_noise=noise)
+    seen: list[torch.Tensor] = []
+    trainer.discriminator.register_forward_pre_hook(lambda module, args: seen.append(args[0][:, 1:].detach()))
+    trainer.run()
+    assert len(seen) == 4  # 2 iterations x (critic step on [real; fake] + generator's adversarial term)
+    masks = torch.cat([s.flatten() for s in seen])
+    if noise == 0:
+        assert masks.min() >= 0 and masks.max() <= 1
+    else:
+        assert masks.min() < -0.5 and masks.max() > 1.5
+        real = seen[0][:2]  # first half of the critic step's batch: the softened ground truth
+        truth = next(iter(_loader()))["label"]
+        assert (real - truth).std() == pytest.approx(noise, rel=0.2)
+    with pytest.raises(ValueError, match="instance_noise"):
+        _trainer(instance_noise=-0.1)

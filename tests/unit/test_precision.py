@@ -1,0 +1,84 @@
+"""The precision switch: what "auto" picks, the environment override, and bf16 vs fp32 in the inferer and
+the trainer (weights stay fp32, bf16 needs no loss scaling)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fracseg import precision as precision_module
+from fracseg.engines import ConditionalGanTrainer
+from fracseg.inference.inferer import GuidedInferer
+from fracseg.losses import AdversarialLoss, SegmentationLoss
+from fracseg.networks import build_discriminator, build_generator
+from fracseg.precision import PRECISION_ENV, resolve_precision
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_follows_the_cpu_and_forced_values_win(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: native)
+    auto = resolve_precision("auto", "cpu")
+    assert auto.name == ("bf16" if native else "fp32")
+    assert auto.amp is native and auto.channels_last is native
+    assert auto.dtype == (torch.bfloat16 if native else torch.float32)
+    assert resolve_precision("fp32", "cpu").amp is False
+    forced = resolve_precision("bf16", "cpu")
+    assert forced.amp and forced.channels_last and forced.requested == "bf16"
+
+
+def test_environment_overrides_auto_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setenv(PRECISION_ENV, "fp32")
+    assert resolve_precision("auto", "cpu").name == "fp32"
+    assert resolve_precision("bf16", "cpu").name == "bf16"
+    monkeypatch.setenv(PRECISION_ENV, "fp16")
+    with pytest.raises(ValueError, match=PRECISION_ENV):
+        resolve_precision("auto", "cpu")
+    with pytest.raises(ValueError, match="precision must be"):
+        resolve_precision("half", "cpu")
+
+
+def test_bf16_inferer_returns_float32_logits_close_to_fp32() -> None:
+    torch.manual_seed(0)
+    net = build_generator(channels=(8, 16, 32, 64, 128)).eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.inference_mode():
+        ref = GuidedInferer(precision="fp32")(x, net)
+        out = GuidedInferer(precision="bf16")(x, net)
+    assert out.dtype == torch.float32 and out.shape == ref.shape == (2, 1, 64, 64)
+    assert not torch.equal(out, ref)  # bf16 really ran
+    assert torch.allclose(torch.sigmoid(out), torch.sigmoid(ref), atol=0.02)
+    assert net.model[0].conv.unit0.conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_bf16_training_step_keeps_fp32_weights_and_skips_loss_scaling() -> None:
+    torch.manual_seed(0)
+    gen = build_generator(channels=(8, 16, 32, 64, 128)).to(memory_format=torch.channels_last)
+    disc = build_discriminator(channels=8)
+    batch = {"image": torch.rand(2, 1, 64, 64), "label": (torch.rand(2, 1, 64, 64) > 0.9).float()}
+    trainer = ConditionalGanTrainer(
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=[batch, batch],
+        network=gen,
+        optimizer=torch.optim.AdamW(gen.parameters(), 1e-3),
+        discriminator=disc,
+        d_optimizer=torch.optim.Adam(disc.parameters(), 1e-4),
+        seg_loss=SegmentationLoss(),
+        adv_loss=AdversarialLoss("lsgan"),
+        adversarial_weight=0.05,
+        amp=True,
+        amp_kwargs={"dtype": torch.bfloat16},
+        decollate=False,
+    )
+    before = [p.detach().clone() for p in gen.parameters()]
+    trainer.run()
+    assert not trainer.g_scaler.is_enabled() and not trainer.d_scaler.is_enabled()
+    assert all(p.dtype == torch.float32 for p in gen.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, gen.parameters(), strict=True))
+    assert torch.isfinite(torch.as_tensor(trainer.state.output["loss"]))
