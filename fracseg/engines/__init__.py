@@ -2,7 +2,7 @@
 
 from fracseg.engines.budget import FitCosineToBudget, TimeBudget
 from fracseg.engines.clicks import simulate_clicks
-from fracseg.engines.curves import LearningCurve
+from fracseg.engines.curves import BestThresholdDice, LearningCurve
 from fracseg.engines.gan_trainer import ConditionalGanTrainer, GanOutputKeys, gan_stats_output
 from fracseg.engines.resume import (
     AtomicCheckpointSaver,
@@ -16,6 +16,7 @@ from fracseg.engines.resume import (
 __all__ = [
     "AtomicCheckpointSaver",
     "BestMetricState",
+    "BestThresholdDice",
     "ConditionalGanTrainer",
     "EpochSeed",
     "FitCosineToBudget",

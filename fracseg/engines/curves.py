@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from ignite.metrics import Metric
 
 from fracseg.evaluation.metrics import roc_auc
 from fracseg.inference.decision import fracture_score
@@ -55,71 +56,20 @@ def pixel_average_precision(pos_hist: np.ndarray, neg_hist: np.ndarray) -> float
     return float(np.sum(precision * recall_step))
 
 
-class LearningCurve:
-    """Log threshold-free validation signals per validation run (see the module docstring).
+class CurveStats:
+    """Accumulates per-image probability maps and ground truth into the signals of the module docstring."""
 
-    Args:
-        path: JSON-lines file the rows are appended to (rewritten atomically each time).
-        score_top_pixels: top probabilities averaged into the image score.
-        pred_key: key of the probability map in the evaluator's (decollated) output.
-        label_key: key of the ground-truth mask.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        score_top_pixels: int = 50,
-        pred_key: str = "prob",
-        label_key: str = "label",
-    ) -> None:
-        self.path = Path(path)
+    def __init__(self, score_top_pixels: int = 50) -> None:
         self.score_top_pixels = int(score_top_pixels)
-        self.pred_key = pred_key
-        self.label_key = label_key
-        self.rows: list[dict[str, Any]] = []
-        self._wall_offset = 0.0
-        self._train_offset = 0.0
-        self._started: float | None = None
-        self._validating_since: float | None = None
-        self._validation_seconds = 0.0
-        self._reset()
+        self.reset()
 
-    def _reset(self) -> None:
-        self._inter = np.zeros(len(THRESHOLDS))
+    def reset(self) -> None:
         self._dice_sums = np.zeros(len(THRESHOLDS))
         self._n_fractured = 0
         self._scores: list[float] = []
         self._labels: list[int] = []
         self._pos_hist = np.zeros(AP_BINS, dtype=np.int64)
         self._neg_hist = np.zeros(AP_BINS, dtype=np.int64)
-
-    def attach(self, trainer: Engine, evaluator: Engine) -> None:
-        """Time ``trainer``'s run and collect ``evaluator``'s outputs."""
-        trainer.add_event_handler(Events.STARTED, self._on_trainer_started)
-        evaluator.add_event_handler(Events.EPOCH_STARTED, self._on_validation_started)
-        evaluator.add_event_handler(Events.ITERATION_COMPLETED, self._on_iteration)
-        evaluator.add_event_handler(Events.EPOCH_COMPLETED, self._on_validation_completed)
-        self._trainer = trainer
-
-    def _on_trainer_started(self, engine: Engine) -> None:
-        self._started = time.monotonic()
-        if self.path.exists():  # a resumed run continues the curve and its clocks
-            lines = [ln for ln in self.path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-            self.rows = [json.loads(ln) for ln in lines]
-            self.rows = [r for r in self.rows if r["iteration"] <= engine.state.iteration]
-            if self.rows:
-                self._wall_offset = float(self.rows[-1]["wall_seconds"])
-                self._train_offset = float(self.rows[-1]["train_seconds"])
-
-    def _on_validation_started(self, engine: Engine) -> None:
-        self._reset()
-        self._validating_since = time.monotonic()
-
-    def _on_iteration(self, engine: Engine) -> None:
-        output = engine.state.output
-        items = output if isinstance(output, list) else [output]
-        for item in items:
-            self.add(item[self.pred_key], item[self.label_key])
 
     def add(self, probability: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray) -> None:
         """Add one image's probability map and ground-truth mask (any matching shapes)."""
@@ -154,6 +104,92 @@ class LearningCurve:
             "val_auroc": roc_auc(self._scores, self._labels) if has_both else float("nan"),
             "val_images": len(self._labels),
         }
+
+
+class BestThresholdDice(Metric):
+    """Ignite metric: mean Dice of the fractured images at the best single threshold of :data:`THRESHOLDS`.
+
+    The bundle's key validation metric: it keeps ``model.pt`` tracking progress while the probabilities
+    are still below 0.5 (the pixel threshold is chosen afterwards by ``fracseg evaluate --calibrate``).
+    ``output_transform`` must give ``(probabilities, labels)`` batches or lists of per-image tensors.
+    """
+
+    def reset(self) -> None:
+        self.stats = CurveStats()
+
+    def update(self, output: tuple[Any, Any]) -> None:
+        probs, labels = output
+        for prob, label in zip(probs, labels, strict=True):
+            self.stats.add(prob, label)
+
+    def compute(self) -> float:
+        return self.stats.compute()["val_best_dice"]
+
+
+class LearningCurve:
+    """Log threshold-free validation signals per validation run (see the module docstring).
+
+    Args:
+        path: JSON-lines file the rows are appended to (rewritten atomically each time).
+        score_top_pixels: top probabilities averaged into the image score.
+        pred_key: key of the probability map in the evaluator's (decollated) output.
+        label_key: key of the ground-truth mask.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        score_top_pixels: int = 50,
+        pred_key: str = "prob",
+        label_key: str = "label",
+    ) -> None:
+        self.path = Path(path)
+        self.score_top_pixels = int(score_top_pixels)
+        self.pred_key = pred_key
+        self.label_key = label_key
+        self.rows: list[dict[str, Any]] = []
+        self._wall_offset = 0.0
+        self._train_offset = 0.0
+        self._started: float | None = None
+        self._validating_since: float | None = None
+        self._validation_seconds = 0.0
+        self.stats = CurveStats(score_top_pixels)
+
+    def attach(self, trainer: Engine, evaluator: Engine) -> None:
+        """Time ``trainer``'s run and collect ``evaluator``'s outputs."""
+        trainer.add_event_handler(Events.STARTED, self._on_trainer_started)
+        evaluator.add_event_handler(Events.EPOCH_STARTED, self._on_validation_started)
+        evaluator.add_event_handler(Events.ITERATION_COMPLETED, self._on_iteration)
+        evaluator.add_event_handler(Events.EPOCH_COMPLETED, self._on_validation_completed)
+        self._trainer = trainer
+
+    def _on_trainer_started(self, engine: Engine) -> None:
+        self._started = time.monotonic()
+        if self.path.exists():  # a resumed run continues the curve and its clocks
+            lines = [ln for ln in self.path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            self.rows = [json.loads(ln) for ln in lines]
+            self.rows = [r for r in self.rows if r["iteration"] <= engine.state.iteration]
+            if self.rows:
+                self._wall_offset = float(self.rows[-1]["wall_seconds"])
+                self._train_offset = float(self.rows[-1]["train_seconds"])
+
+    def _on_validation_started(self, engine: Engine) -> None:
+        self.stats.reset()
+        self._validating_since = time.monotonic()
+
+    def _on_iteration(self, engine: Engine) -> None:
+        output = engine.state.output
+        items = output if isinstance(output, list) else [output]
+        for item in items:
+            self.add(item[self.pred_key], item[self.label_key])
+
+    def add(self, probability: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray) -> None:
+        """Add one image (see :meth:`CurveStats.add`)."""
+        self.stats.add(probability, label)
+
+    def compute(self) -> dict[str, float]:
+        """The signals of the current validation run (see :meth:`CurveStats.compute`)."""
+        return self.stats.compute()
 
     def _on_validation_completed(self, engine: Engine) -> None:
         now = time.monotonic()
