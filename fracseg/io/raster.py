@@ -9,6 +9,7 @@ result is worse for a reader of the output than a clear error row.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fracseg.errors import ImageReadError
 from fracseg.io.colour import rgb_to_grey
-from fracseg.io.limits import DEFAULT_MAX_PIXELS, check_pixel_limit
+from fracseg.io.limits import DEFAULT_MAX_PIXELS, check_pixel_limit, pixel_limit_reason
 from fracseg.io.meta import ImageFormat, XrayImage, XrayMeta
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,10 @@ def read_raster(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Xr
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(path, f"image too large to decode safely ({exc})") from None
+        # Pillow refuses far above our limit before we see the size; say it in our words.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        reason = pixel_limit_reason(int(found.group(1)), max_pixels) if found else f"image too large ({exc})"
+        raise ImageReadError(path, reason) from None
     except UnidentifiedImageError:
         raise ImageReadError(path, "not a recognised image file (unreadable content)") from None
     except OSError as exc:

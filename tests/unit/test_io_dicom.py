@@ -460,7 +460,7 @@ def test_oversize_refused_by_read_dicom(tmp_path: Path, pixels16: np.ndarray) ->
 def test_pixel_data_too_short_refused(tmp_path: Path, pixels16: np.ndarray) -> None:
     ds = make_dataset(pixels16, bits_stored=12)
     ds.PixelData = pixels16.tobytes()[:20]  # 20 of the 70 bytes
-    _expect_refusal(save(ds, tmp_path / "short.dcm"), "cannot decode pixel data")
+    _expect_refusal(save(ds, tmp_path / "short.dcm"), "truncated", "20 of the 70 bytes")
 
 
 def test_corrupt_compressed_pixel_data_refused(tmp_path: Path) -> None:
@@ -506,11 +506,11 @@ def test_truncated_real_file_refused(tmp_path: Path, dicom_dir: Path) -> None:
     data = (dicom_dir / "CR-MONO1-10-chest.dcm").read_bytes()
     path = tmp_path / "cut.dcm"
     path.write_bytes(data[: len(data) - 50_000])
-    _expect_refusal(path, "cannot decode pixel data")
+    _expect_refusal(path, "truncated DICOM file", "337,200 of the 387,200 bytes")
 
 
 def test_truncated_real_jpeg_lossless_file_refused(tmp_path: Path, dicom_dir: Path) -> None:
     data = (dicom_dir / "CR-ModalitySequenceLUT.dcm").read_bytes()
     path = tmp_path / "cut.dcm"
     path.write_bytes(data[: len(data) // 2])
-    _expect_refusal(path)
+    _expect_refusal(path, "truncated")
