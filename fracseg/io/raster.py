@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fracseg.errors import ImageReadError
-from fracseg.io.colour import rgb_to_grey
+from fracseg.io.colour import channels_agree, rgb_to_grey
 from fracseg.io.limits import DEFAULT_MAX_PIXELS, check_pixel_limit, pixel_limit_reason
 from fracseg.io.meta import ImageFormat, XrayImage, XrayMeta
 
@@ -47,10 +47,8 @@ def _to_grey(im: Image.Image, path: str) -> tuple[np.ndarray, int, int]:
     if mode == "LA":
         return np.asarray(im.getchannel("L"), dtype=np.float32), 8, 1
     if mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
-        rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
-        if not np.allclose(rgb[..., 0], rgb[..., 1], atol=16) or not np.allclose(
-            rgb[..., 1], rgb[..., 2], atol=16
-        ):
+        rgb = np.asarray(im.convert("RGB"))  # uint8: converted to float32 block by block below
+        if not channels_agree(rgb, atol=16):
             logger.warning("%s: colour content folded to grey (luma); X-rays are expected to be grey", path)
         return rgb_to_grey(rgb), 8, 3
     raise ImageReadError(path, f"unsupported Pillow image mode {mode!r}")
