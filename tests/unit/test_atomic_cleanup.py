@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from fracseg.io import TEMP_PREFIX, FolderBusyError, atomic_path, folder_lock, remove_stale_temporaries
+from tests.helpers.lock_holder import hold_lock
 
 REPO = Path(__file__).resolve().parents[2]
 USER_FILES = (".thesis.tmp.docx", "notes/.todo.tmp", "notes/.cache.tmpdata", "notes/x.tmp", ".a.b.tmp.png")
@@ -53,27 +52,9 @@ def test_clean_up_removes_only_our_temporaries(tmp_path: Path) -> None:
     assert (outside / f"{TEMP_PREFIX}other-run.png").exists()
 
 
-def _hold_lock(folder: Path) -> subprocess.Popen[str]:
-    """Another process that holds ``folder``'s lock and has a temporary file in flight there."""
-    code = (
-        "import sys, time; from fracseg.io import folder_lock, TEMP_PREFIX\n"
-        "with folder_lock(sys.argv[1]):\n"
-        "    open(sys.argv[1] + '/' + TEMP_PREFIX + 'inflight-x_mask.png', 'wb').close()\n"
-        "    print('locked', flush=True); time.sleep(120)\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(folder)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
-    return proc
-
-
 def test_a_second_run_is_refused_and_a_killed_holder_releases_the_lock(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    holder = _hold_lock(out)
+    holder = hold_lock(out)
     try:
         with (
             pytest.raises(FolderBusyError, match=rf"another fracseg run \(pid {holder.pid}\)"),
