@@ -197,6 +197,8 @@ def _finish_and_write(
         if settings.get("dicom_seg") and pred.meta.get("format") == ImageFormat.DICOM:
             write_dicom_seg(item.path, pred.mask, seg_path(output, item))
             seg_written = True
+        else:  # a SEG of an earlier run (other settings) would no longer match this mask
+            seg_path(output, item).unlink(missing_ok=True)
         row = {
             "image": str(item.path),
             "fracture_score": round(pred.fracture_score, 6),

@@ -100,6 +100,9 @@ def test_every_input_gets_its_own_outputs(tmp_path: Path, predictor: Predictor) 
     assert without_time(again) == without_time(rows)
     assert [r["seconds"] for r in again if not r["error"]] == [r["seconds"] for r in good]  # from records
     assert json.loads((out / "summary.json").read_text())["skipped_already_done"] == 5
+    # Redone without --dicom-seg: the earlier SEG, which need not match the new mask, does not stay.
+    assert run_batch(inputs, out, predictor, quiet=True, overwrite=True) == 1
+    assert not list(out.glob("*_seg.dcm"))
 
 
 def test_resume_compares_the_input_not_only_its_name(tmp_path: Path, predictor: Predictor) -> None:
