@@ -85,42 +85,52 @@ def _predictor(args: argparse.Namespace) -> Predictor:
 def _cmd_infer(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fracseg.inference.batch import run_batch, seg_path
+    from fracseg.inference.batch import check_output_folder, plan_inputs, run_batch, seg_path
+    from fracseg.io import folder_lock
 
     if not args.inputs and not args.dicomweb:
         raise FracsegError("nothing to do: give input files/folders and/or --dicomweb URL")
-    remote: list = []
-    client = None
-    if args.dicomweb:
-        from fracseg.inference import dicomweb
+    check_output_folder(args.inputs, args.output)  # before the model loads: a wrong --output fails at once
+    with folder_lock(args.output):  # held through download, batch and STOW; one run per output folder
+        remote: list = []
+        client = None
+        if args.dicomweb:
+            from fracseg.inference import dicomweb
 
-        client = dicomweb.connect(args.dicomweb)
-        query = dicomweb.DicomwebQuery(
-            url=args.dicomweb, modalities=args.modality, studies=args.study or (), series=args.series or ()
+            client = dicomweb.connect(args.dicomweb)
+            query = dicomweb.DicomwebQuery(
+                url=args.dicomweb,
+                modalities=args.modality,
+                studies=args.study or (),
+                series=args.series or (),
+            )
+            remote = dicomweb.download(client, query, Path(args.output))
+            print(
+                f"DICOMweb {args.dicomweb}: {len(remote)} instance(s) of modality {'/'.join(args.modality)}"
+            )
+        predictor = _predictor(args)
+        # Measured (scripts/bench_infer.py): on 2 CPU cores batch 1 in one process is fastest, since
+        # decoding workers compete with the network for the cores; a GPU wants batches and parallel decoding.
+        on_cpu = predictor.device.type == "cpu"
+        workers = args.workers if args.workers is not None else (0 if on_cpu else min(4, os.cpu_count() or 1))
+        failed = run_batch(
+            args.inputs,
+            args.output,
+            predictor,
+            quiet=args.quiet,
+            batch_size=args.batch_size or (1 if on_cpu else 16),
+            num_workers=workers,
+            overwrite=args.overwrite,
+            dicom_seg=args.dicom_seg or args.stow,
+            files=remote,
         )
-        remote = dicomweb.download(client, query, Path(args.output))
-        print(f"DICOMweb {args.dicomweb}: {len(remote)} instance(s) of modality {'/'.join(args.modality)}")
-    predictor = _predictor(args)
-    # Measured (scripts/bench_infer.py): on 2 CPU cores batch 1 in one process is fastest, since decoding
-    # workers compete with the network for the cores; a GPU wants batches and parallel decoding.
-    on_cpu = predictor.device.type == "cpu"
-    workers = args.workers if args.workers is not None else (0 if on_cpu else min(4, os.cpu_count() or 1))
-    failed = run_batch(
-        args.inputs,
-        args.output,
-        predictor,
-        quiet=args.quiet,
-        batch_size=args.batch_size or (1 if on_cpu else 16),
-        num_workers=workers,
-        overwrite=args.overwrite,
-        dicom_seg=args.dicom_seg or args.stow,
-        files=remote,
-    )
-    if args.stow and client is not None:
-        segs = [p for p in (seg_path(Path(args.output), item) for item in remote) if p.exists()]
-        stored = dicomweb.store_segs(client, segs, args.dicomweb)
-        print(f"STOW-RS: stored {stored} of {len(segs)} DICOM SEG object(s) on {args.dicomweb}")
-        failed += len(segs) - stored
+        if args.stow and client is not None:
+            fetched = {item.path for item in remote}
+            planned = [item for item in plan_inputs(args.inputs, args.output, remote) if item.path in fetched]
+            segs = [p for p in (seg_path(Path(args.output), item) for item in planned) if p.exists()]
+            stored = dicomweb.store_segs(client, segs, args.dicomweb)
+            print(f"STOW-RS: stored {stored} of {len(segs)} DICOM SEG object(s) on {args.dicomweb}")
+            failed += len(segs) - stored
     print(
         f"wrote {args.output}/predictions.csv ({failed} failed)"
         + ("" if predictor.trained else " -- UNTRAINED model: masks are not meaningful")

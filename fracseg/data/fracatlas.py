@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fracseg.data.rasterize import check_polygon, rasterize_polygons
+from fracseg.data.rasterize import check_polygon, polygon_points, rasterize_polygons
 from fracseg.errors import DatasetError, ImageReadError
 from fracseg.io import atomic_path, read_xray, write_json_atomic
 
@@ -73,6 +73,7 @@ class PrepareReport:
     label_conflicts: list[dict[str, str]] = field(default_factory=list)
     size_mismatches: list[dict[str, Any]] = field(default_factory=list)
     missing_images: list[dict[str, str]] = field(default_factory=list)
+    degenerate_polygons: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +85,7 @@ class PrepareReport:
             "label_conflicts": self.label_conflicts,
             "size_mismatches": self.size_mismatches,
             "missing_images": self.missing_images,
+            "degenerate_polygons": self.degenerate_polygons,
             "citation": CITATION,
         }
 
@@ -104,6 +106,15 @@ class PrepareReport:
         lines.append(
             f"  polygons: {c.get('polygons', 0)} rasterised; outside the image: "
             f"{len(self.polygons_outside)}; empty after rasterising: {c.get('empty_masks', 0)}"
+            + (
+                f"; degenerate, skipped: {len(self.degenerate_polygons)}"
+                + "".join(
+                    f"\n    - {d['image_id']} annotation {d['annotation_id']}: {d['reason']}"
+                    for d in self.degenerate_polygons[:20]
+                )
+                if self.degenerate_polygons
+                else ""
+            )
         )
         lines.append(
             f"  unreadable files: {len(self.unreadable)}"
@@ -157,8 +168,9 @@ def read_coco_polygons(root: str | Path) -> tuple[CocoPolygons, list[dict[str, s
     """The fracture polygons of a FracAtlas root, by image id, in annotation-id order.
 
     Every polygon is one ground-truth instance (as in the FracAtlas YOLO/COCO baselines). Returns the
-    polygons and the problems found: ``kind`` "missing" (annotation of an unknown image) or "conflict"
-    (RLE instead of polygons; ignored).
+    polygons and the problems found: ``kind`` "missing" (annotation of an unknown image), "conflict"
+    (RLE instead of polygons; ignored) or "degenerate" (fewer than 3 vertices, an odd number of
+    coordinates or non-numbers; skipped, with ``annotation_id``).
     """
     coco = json.loads((Path(root) / COCO_PATH).read_text(encoding="utf-8"))
     coco_images = {img["id"]: img for img in coco.get("images", [])}
@@ -188,6 +200,18 @@ def read_coco_polygons(root: str | Path) -> tuple[CocoPolygons, list[dict[str, s
             )
             continue
         for flat in segs:
+            try:
+                polygon_points(flat)
+            except (ValueError, TypeError) as exc:
+                problems.append(
+                    {
+                        "kind": "degenerate",
+                        "image_id": _stem(img["file_name"]),
+                        "annotation_id": ann["id"],
+                        "reason": str(exc) if isinstance(exc, ValueError) else f"not numbers ({exc})",
+                    }
+                )
+                continue
             polygons.setdefault(_stem(img["file_name"]), []).append((ann["id"], flat))
     return polygons, problems
 
@@ -234,6 +258,12 @@ def prepare_fracatlas(
     polygons, problems = read_coco_polygons(root)
     by_name = polygons.sizes
     for problem in problems:
+        if problem["kind"] == "degenerate":
+            report.degenerate_polygons.append({k: v for k, v in problem.items() if k != "kind"})
+            logger.warning(
+                "%s annotation %s skipped: %s", *(problem[k] for k in ("image_id", "annotation_id", "reason"))
+            )
+            continue
         target = report.missing_images if problem["kind"] == "missing" else report.label_conflicts
         target.append({"image_id": problem["image_id"], "reason": problem["reason"]})
 
@@ -259,20 +289,15 @@ def prepare_fracatlas(
         else []
     )
     fractured_ids = {p.stem for p in fractured}
+    missing: dict[str, list[str]] = defaultdict(list)  # one entry per missing image, every reason in it
     for image_id in sorted(split_of):
         if image_id not in fractured_ids:
-            where = "a split csv"
-            report.missing_images.append(
-                {
-                    "image_id": image_id,
-                    "reason": f"in {where} ({split_of[image_id]}) but not in {FRACTURED_DIR}",
-                }
-            )
+            missing[image_id].append(f"in a split csv ({split_of[image_id]}) but not in {FRACTURED_DIR}")
     for image_id in sorted(polygons):
         if image_id not in fractured_ids:
-            report.missing_images.append(
-                {"image_id": image_id, "reason": "has polygons but no image in Fractured/"}
-            )
+            missing[image_id].append("has polygons but no image in Fractured/")
+    for image_id in sorted(missing):
+        report.missing_images.append({"image_id": image_id, "reason": "; ".join(missing[image_id])})
 
     lists: dict[str, list[dict[str, Any]]] = defaultdict(list)
     total = len(fractured) + len(negatives)
@@ -384,6 +409,8 @@ def prepare_fracatlas(
     counts["images_found"] = total
     counts["unreadable"] = len(report.unreadable)
     counts["polygons_outside"] = len(report.polygons_outside)
+    counts["degenerate_polygons"] = len(report.degenerate_polygons)
+    counts["missing_images"] = len(report.missing_images)
     counts["label_conflicts"] = len(report.label_conflicts)
     report.counts = dict(counts)
     # Top-level strings as in the Medical Segmentation Decathlon's dataset.json.

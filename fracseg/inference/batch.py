@@ -1,21 +1,21 @@
 """Batch inference over files and folders: masks, overlays, ``predictions.csv`` and a JSON summary.
 
 Output contract: an input found inside a folder goes to the same relative sub-folder under the output
-folder; an input given as a file goes straight into it. One bad file is recorded in the ``error``
-column and never stops the batch.
+folder; an input given as a file goes straight into it; colliding names are made distinct
+(:mod:`fracseg.inference.inputs`). One bad file is recorded in the ``error`` column, its outputs are
+removed, and it never stops the batch. One run at a time writes into an output folder
+(:func:`fracseg.io.folder_lock.folder_lock`), which is what makes the start-up clean-up of temporary
+files safe.
 """
 
 from __future__ import annotations
 
-import glob
-import itertools
 import json
 import logging
 import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,26 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fracseg.errors import FracsegError
+from fracseg.inference.inputs import (
+    InputFile,
+    check_output_folder,
+    collect_inputs,
+    file_stem,
+    plan_inputs,
+)
 from fracseg.inference.outputs import write_mask_png, write_overlay_png
 from fracseg.inference.predictor import Predictor
+from fracseg.inference.records import (
+    RECORDS_DIR,
+    input_identity,
+    matches,
+    read_record,
+    record_path,
+    write_record,
+)
 from fracseg.io import (
     ImageFormat,
-    is_supported_file,
+    folder_lock,
     remove_stale_temporaries,
     write_csv_atomic,
     write_json_atomic,
@@ -37,65 +52,41 @@ from fracseg.io.dicom_seg import write_dicom_seg
 
 logger = logging.getLogger(__name__)
 
-#: Hidden folder of per-image completion records (what makes a run resumable).
-RECORDS_DIR = ".fracseg-records"
-CSV_COLUMNS = ("image", "fracture_score", "fracture_present", "mask_pixels", "regions", "seconds", "error")
+__all__ = [
+    "CSV_COLUMNS",
+    "RECORDS_DIR",
+    "InputFile",
+    "check_output_folder",
+    "collect_inputs",
+    "file_stem",
+    "input_datalist",
+    "output_stems",
+    "plan_inputs",
+    "run_batch",
+    "seg_path",
+    "write_predictions",
+]
+
+#: ``mask`` is the mask's path relative to the output folder; the overlay and SEG share its stem.
+CSV_COLUMNS = (
+    "image",
+    "fracture_score",
+    "fracture_present",
+    "mask_pixels",
+    "regions",
+    "seconds",
+    "error",
+    "mask",
+)
 
 
-@dataclass(frozen=True)
-class InputFile:
-    """A file to process and the output stem (relative path without suffix) it maps to."""
-
-    path: Path
-    out_stem: Path
-
-
-def file_stem(path: Path) -> str:
-    """File name without its image suffix (``.nii.gz`` counts as one); names without a suffix stay whole."""
-    name = path.name
-    for suffix in (".nii.gz",):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem if path.suffix else name
-
-
-def collect_inputs(
-    inputs: Sequence[str | os.PathLike[str]], exclude: str | os.PathLike[str] | None = None
-) -> list[InputFile]:
-    """Expand files, folders (recursively, sorted) and quoted globs (``"pacs/**/*.dcm"``) into
-    :class:`InputFile`s; missing paths are kept so they surface as error rows. Files under ``exclude``
-    (the output folder) are skipped; a glob match keeps its path below the glob's fixed folders."""
-    skip = Path(exclude).resolve() if exclude is not None else None
-    found: list[InputFile] = []
-    for raw in inputs:
-        path = Path(raw)
-        if not path.exists() and glob.has_magic(str(raw)):  # a quoted glob: expand it like a shell would
-            # Outputs keep the matches' paths below the glob's fixed leading folders, so equal file names
-            # in different folders (PACS exports) cannot collide.
-            fixed = list(itertools.takewhile(lambda p: not glob.has_magic(p), path.parts))
-            base = Path(*fixed) if fixed else Path()
-            matches = sorted(Path(m) for m in glob.glob(str(raw), recursive=True))
-            for match in matches:
-                if match.is_file() and (skip is None or not match.resolve().is_relative_to(skip)):
-                    rel = match.relative_to(base)
-                    found.append(InputFile(match, rel.parent / file_stem(match)))
-            if matches:
-                continue
-        if path.is_dir():
-            candidates = sorted(p for p in path.rglob("*") if p.is_file() and is_supported_file(p))
-            for file in candidates:
-                if skip is not None and file.resolve().is_relative_to(skip):
-                    continue
-                rel = file.relative_to(path)
-                found.append(InputFile(file, rel.parent / file_stem(file)))
-        else:
-            found.append(InputFile(path, Path(file_stem(path))))
-    return found
-
-
-def input_datalist(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[dict[str, str]]:
+def input_datalist(
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str] | None = None,
+) -> list[dict[str, str]]:
     """MONAI datalist (``[{"image": path}, ...]``) for files, folders, or a datalist JSON (its ``testing``
-    list, else ``validation``): what ``bundle/configs/inference.json`` iterates over."""
+    list, else ``validation``): what ``bundle/configs/inference.json`` iterates over. Files and folders
+    are expanded as by ``fracseg infer`` (each file once, ``output_dir`` not read back)."""
     items = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     if len(items) == 1 and str(items[0]).endswith(".json"):
         content = json.loads(Path(items[0]).read_text(encoding="utf-8"))
@@ -103,7 +94,19 @@ def input_datalist(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[s
         if key is None:
             raise FracsegError(f"{items[0]}: datalist has no testing/test/validation list")
         return [{"image": str(Path(items[0]).parent / e["image"])} for e in content[key]]
-    return [{"image": str(f.path)} for f in collect_inputs(items)]
+    return [{"image": str(f.path)} for f in plan_inputs(items, output_dir)]
+
+
+def output_stems(
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Path]:
+    """``{input path as a string: output stem}`` for ``inputs``, as ``fracseg infer`` names the results
+    (what the bundle's :class:`~fracseg.inference.transforms.SaveResultsd` writes under)."""
+    items = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+    if len(items) == 1 and str(items[0]).endswith(".json"):
+        items = [e["image"] for e in input_datalist(items)]
+    return {str(f.path): f.out_stem for f in plan_inputs(items, output_dir)}
 
 
 class _PrepareDataset(Dataset):
@@ -118,23 +121,31 @@ class _PrepareDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         start = time.perf_counter()
+        item = self.files[index]
+        identity = input_identity(item.path)  # before reading: a later change makes the record stale
         try:
-            prepared, error = self.prepare(self.files[index].path), ""
-        except FracsegError as exc:
-            prepared, error = None, str(exc)
+            prepared, error = self.prepare(item.path), ""
+        except Exception as exc:  # whatever a reader raises costs this image only
+            prepared, error = None, error_message(item, exc)
         return {
-            "file": self.files[index],
+            "file": item,
+            "identity": identity,
             "prepared": prepared,
             "error": error,
             "seconds": time.perf_counter() - start,
         }
 
 
-def _record_path(output: Path, item: InputFile) -> Path:
-    return output / RECORDS_DIR / item.out_stem.parent / f"{item.out_stem.name}.json"
+def error_message(item: InputFile, exc: BaseException) -> str:
+    """One line naming the input once, then the reason (the exception type too when it is unexpected)."""
+    text = str(exc)
+    if isinstance(exc, FracsegError):
+        return text if text.startswith(str(item.path)) else f"{item.path}: {text}"
+    return f"{item.path}: {type(exc).__name__}: {text}"
 
 
-def _outputs(output: Path, item: InputFile) -> tuple[Path, Path]:
+def output_paths(output: Path, item: InputFile) -> tuple[Path, Path]:
+    """Where the mask and overlay PNGs of ``item`` are written."""
     base = output / item.out_stem
     return base.parent / f"{base.name}_mask.png", base.parent / f"{base.name}_overlay.png"
 
@@ -145,20 +156,26 @@ def seg_path(output: Path, item: InputFile) -> Path:
     return base.parent / f"{base.name}_seg.dcm"
 
 
+def _mask_column(item: InputFile) -> str:
+    return (item.out_stem.parent / f"{item.out_stem.name}_mask.png").as_posix()
+
+
 def _complete(output: Path, item: InputFile, settings: dict[str, Any]) -> dict[str, Any] | None:
-    """The stored result row when ``item`` was fully written with the same settings, else None."""
-    record = _record_path(output, item)
-    if not record.exists() or not all(p.exists() for p in _outputs(output, item)):
+    """The stored result row when this very input was fully written with the same settings, else None."""
+    record = read_record(output, item)
+    if not matches(record, input_identity(item.path), settings):
         return None
-    try:
-        content = json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    if not all(p.exists() for p in output_paths(output, item)):
         return None
-    if content.get("settings") != settings:
+    if record.get("dicom_seg") and not seg_path(output, item).exists():
         return None
-    if content.get("dicom_seg") and not seg_path(output, item).exists():
-        return None
-    return content["row"]
+    return record["row"]
+
+
+def _discard_outputs(output: Path, item: InputFile) -> None:
+    """Remove whatever is stored under ``item``'s stem, so a failed image leaves no result behind."""
+    for path in (*output_paths(output, item), seg_path(output, item), record_path(output, item)):
+        path.unlink(missing_ok=True)
 
 
 def _finish_and_write(
@@ -171,28 +188,45 @@ def _finish_and_write(
 ) -> dict[str, Any]:
     start = time.perf_counter()
     item: InputFile = loaded["file"]
-    pred = predictor.finish(loaded["prepared"], probability)
-    mask_path, overlay_path = _outputs(output, item)
-    write_mask_png(mask_path, pred.mask)
-    write_overlay_png(overlay_path, pred.image, pred.mask, normalized=True)  # already in [0, 1]
-    seg_written = False
-    if settings.get("dicom_seg") and pred.meta.get("format") == ImageFormat.DICOM:
-        write_dicom_seg(item.path, pred.mask, seg_path(output, item))
-        seg_written = True
-    row = {
-        "image": str(item.path),
-        "fracture_score": round(pred.fracture_score, 6),
-        "fracture_present": int(pred.fracture_present),
-        "mask_pixels": int(pred.mask.sum()),
-        "regions": len(pred.decision.regions),
-        "seconds": round(loaded["seconds"] + infer_seconds + time.perf_counter() - start, 4),
-        "error": "",
-    }
-    # The record is written last: its presence means mask and overlay are complete.
-    write_json_atomic(
-        _record_path(output, item), {"row": row, "settings": settings, "dicom_seg": seg_written}
-    )
+    try:
+        pred = predictor.finish(loaded["prepared"], probability)
+        mask_path, overlay_path = output_paths(output, item)
+        write_mask_png(mask_path, pred.mask)
+        write_overlay_png(overlay_path, pred.image, pred.mask, normalized=True)  # already in [0, 1]
+        seg_written = False
+        if settings.get("dicom_seg") and pred.meta.get("format") == ImageFormat.DICOM:
+            write_dicom_seg(item.path, pred.mask, seg_path(output, item))
+            seg_written = True
+        else:  # a SEG of an earlier run (other settings) would no longer match this mask
+            seg_path(output, item).unlink(missing_ok=True)
+        row = {
+            "image": str(item.path),
+            "fracture_score": round(pred.fracture_score, 6),
+            "fracture_present": int(pred.fracture_present),
+            "mask_pixels": int(pred.mask.sum()),
+            "regions": len(pred.decision.regions),
+            "seconds": round(loaded["seconds"] + infer_seconds + time.perf_counter() - start, 4),
+            "error": "",
+            "mask": _mask_column(item),
+        }
+        # The record is written last: its presence means every output of the image is complete.
+        write_record(output, item, row, settings, loaded["identity"], seg_written)
+    except BaseException:
+        _discard_outputs(output, item)
+        raise
     return row
+
+
+def _warn_replaced(output: Path, item: InputFile) -> None:
+    record = read_record(output, item)
+    previous = (record or {}).get("input") or {}
+    if previous.get("path") and previous["path"] != os.path.realpath(item.path):
+        logger.warning(
+            "%s: replaces the results of %s stored under %s",
+            item.path,
+            previous["path"],
+            output / item.out_stem,
+        )
 
 
 def run_batch(
@@ -210,22 +244,50 @@ def run_batch(
 
     Decoding runs in ``num_workers`` DataLoader workers, the network sees batches of ``batch_size``, and
     PNG encoding/writing runs in a background thread, so the three overlap. Inputs whose outputs are
-    complete (same weights, threshold and size) are skipped unless ``overwrite``; ``predictions.csv`` is
-    rebuilt from the per-image records, so a run killed at any point resumes where it stopped. With
-    ``dicom_seg``, every DICOM input also gets ``<stem>_seg.dcm`` (:mod:`fracseg.io.dicom_seg`).
-    ``files`` (already collected inputs, e.g. from DICOMweb) is processed in addition to ``inputs``.
+    complete (same input path, size and mtime; same weights, decision rule and size) are skipped unless
+    ``overwrite``; ``predictions.csv`` is rebuilt from the per-image records, so a run killed at any point
+    resumes where it stopped. With ``dicom_seg``, every DICOM input also gets ``<stem>_seg.dcm``
+    (:mod:`fracseg.io.dicom_seg`). ``files`` (already collected inputs, e.g. from DICOMweb) is processed
+    in addition to ``inputs``.
+
+    Raises:
+        FracsegError: unusable output folder, or another run holds it.
     """
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    if stale := remove_stale_temporaries(output):
-        logger.info("removed %d partial files left by an interrupted run", stale)
-    files = [*collect_inputs(inputs, exclude=output), *(files or [])]
+    check_output_folder(inputs, output)
+    with folder_lock(output):
+        if stale := remove_stale_temporaries(output):
+            logger.info("removed %d partial files left by an interrupted run", stale)
+        return _run_locked(
+            plan_inputs(inputs, output, files or ()),
+            output,
+            predictor,
+            quiet=quiet,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            overwrite=overwrite,
+            dicom_seg=dicom_seg,
+        )
+
+
+def _run_locked(
+    files: list[InputFile],
+    output: Path,
+    predictor: Predictor,
+    *,
+    quiet: bool,
+    batch_size: int,
+    num_workers: int,
+    overwrite: bool,
+    dicom_seg: bool,
+) -> int:
     settings = {**predictor.settings(), "dicom_seg": dicom_seg}
     rows: dict[InputFile, dict[str, Any]] = {}
     todo: list[InputFile] = []
     for item in files:
         done = None if overwrite else _complete(output, item, settings)
         if done is None:
+            _warn_replaced(output, item)
             todo.append(item)
         else:
             rows[item] = done
@@ -251,6 +313,7 @@ def run_batch(
             for b in batch:
                 if b["error"]:
                     logger.error("%s", b["error"])
+                    _discard_outputs(output, b["file"])
                     rows[b["file"]] = _error_row(b["file"], b["error"], b["seconds"])
             if good:
                 start = time.perf_counter()
@@ -263,9 +326,10 @@ def run_batch(
         for item, future in pending:
             try:
                 rows[item] = future.result()
-            except (FracsegError, OSError, ValueError) as exc:
-                logger.error("%s: %s", item.path, exc)
-                rows[item] = _error_row(item, f"{item.path}: {exc}", 0.0)
+            except Exception as exc:  # finishing or writing one image must never stop the batch
+                message = error_message(item, exc)
+                logger.error("%s", message)
+                rows[item] = _error_row(item, message, 0.0)
     bar.close()
     ordered = [rows[item] for item in files]
     failed = sum(1 for r in ordered if r["error"])

@@ -9,6 +9,7 @@ from PIL import Image
 from scipy import ndimage
 
 from fracseg.io import atomic_path
+from fracseg.io.colour import CHUNK_ROWS
 from fracseg.transforms.intensity import normalize_intensity
 
 #: Overlay colours (RGB): fill and outline of the predicted fracture.
@@ -39,11 +40,17 @@ def overlay_rgb(
         normalized: ``image`` is already :func:`normalize_intensity` output.
     """
     image = np.asarray(image, dtype=np.float32)
-    grey = (np.clip(image, 0.0, 1.0) if normalized else np.asarray(normalize_intensity(image))) * 255.0
-    rgb = np.repeat(grey[..., None], 3, axis=2)
+    base = image if normalized else np.asarray(normalize_intensity(image))
     m = np.asarray(mask) > 0
-    rgb[m] = (1 - alpha) * rgb[m] + alpha * FILL_RGB
-    out = rgb.clip(0, 255).astype(np.uint8)
+    out = np.empty((*m.shape, 3), dtype=np.uint8)
+    # Block by block (same values as all at once): float32 RGB of a 6000x6000 image would take 432 MB.
+    for start in range(0, m.shape[0], CHUNK_ROWS):
+        rows = slice(start, start + CHUNK_ROWS)
+        grey = (np.clip(base[rows], 0.0, 1.0) if normalized else base[rows]) * 255.0
+        rgb = np.repeat(grey[..., None], 3, axis=2)
+        inside = m[rows]
+        rgb[inside] = (1 - alpha) * rgb[inside] + alpha * FILL_RGB
+        out[rows] = rgb.clip(0, 255).astype(np.uint8)
     if m.any():
         width = max(1, round(max(m.shape) / 400))
         outline = m & ~ndimage.binary_erosion(m, iterations=width)

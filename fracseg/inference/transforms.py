@@ -19,7 +19,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from fracseg.inference.batch import file_stem, write_predictions
+from fracseg.inference.batch import file_stem, output_stems, write_predictions
 from fracseg.inference.decision import DecisionRule, decide
 from fracseg.inference.outputs import write_mask_png, write_overlay_png
 
@@ -73,13 +73,22 @@ class SaveResultsd(MapTransform):
         output_dir: destination folder.
         image_key: the normalised X-ray restored to the displayed size (for the overlay).
         overlay: also write the overlay PNG.
+        inputs: the files/folders the datalist was made from (the config's ``input``): results are then
+            named exactly as ``fracseg infer`` names them (sub-folders kept, colliding names made
+            distinct); without it, ``<file stem>`` in ``output_dir``.
     """
 
     def __init__(
-        self, keys: KeysCollection, output_dir: str | Path, image_key: str = "image", overlay: bool = True
+        self,
+        keys: KeysCollection,
+        output_dir: str | Path,
+        image_key: str = "image",
+        overlay: bool = True,
+        inputs: str | Path | list[str] | None = None,
     ) -> None:
         super().__init__(keys)
         self.output_dir = Path(output_dir)
+        self.stems = output_stems(inputs, output_dir) if inputs is not None else {}
         self.image_key = image_key
         self.overlay = overlay
         self.rows: list[dict[str, Any]] = []
@@ -88,13 +97,14 @@ class SaveResultsd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         source = Path(str(d[self.image_key].meta["filename_or_obj"]))
-        stem = file_stem(source)
+        stem = self.stems.get(str(source), Path(file_stem(source)))
+        base = self.output_dir / stem
         for key in self.key_iterator(d):
             mask = _plane(d[key]) > 0
-            write_mask_png(self.output_dir / f"{stem}_mask.png", mask)
+            write_mask_png(base.parent / f"{base.name}_mask.png", mask)
             if self.overlay:
                 write_overlay_png(
-                    self.output_dir / f"{stem}_overlay.png", _plane(d[self.image_key]), mask, normalized=True
+                    base.parent / f"{base.name}_overlay.png", _plane(d[self.image_key]), mask, normalized=True
                 )
             answer = d.get(DECISION_KEY, {})
             now = time.perf_counter()
@@ -107,11 +117,12 @@ class SaveResultsd(MapTransform):
                     "regions": answer.get("regions", ""),
                     "seconds": round(now - self._last, 4),
                     "error": "",
+                    "mask": (stem.parent / f"{stem.name}_mask.png").as_posix(),
                 }
             )
             self._last = now
             self._write_table()
-            logger.info("wrote %s_mask.png", self.output_dir / stem)
+            logger.info("wrote %s_mask.png", base)
         return d
 
     def _write_table(self) -> None:

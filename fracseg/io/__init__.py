@@ -1,7 +1,9 @@
 """Readers and writers: files in, 2D X-ray arrays plus metadata out."""
 
 from fracseg.io.atomic import (
+    TEMP_PREFIX,
     atomic_path,
+    is_temporary,
     remove_stale_temporaries,
     write_bytes_atomic,
     write_csv_atomic,
@@ -9,6 +11,7 @@ from fracseg.io.atomic import (
     write_text_atomic,
 )
 from fracseg.io.dicom import read_dicom
+from fracseg.io.folder_lock import FolderBusyError, folder_lock
 from fracseg.io.limits import DEFAULT_MAX_PIXELS
 from fracseg.io.meta import ImageFormat, XrayImage, XrayMeta
 from fracseg.io.raster import read_raster
@@ -18,11 +21,15 @@ from fracseg.io.volume import read_volume
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "SUPPORTED_SUFFIXES",
+    "TEMP_PREFIX",
+    "FolderBusyError",
     "ImageFormat",
     "XrayImage",
     "XrayMeta",
     "atomic_path",
+    "folder_lock",
     "is_supported_file",
+    "is_temporary",
     "read_dicom",
     "read_raster",
     "read_volume",

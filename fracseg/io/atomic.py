@@ -1,4 +1,9 @@
-"""Atomic file writes: write to a temporary name in the target folder, then rename over the target."""
+"""Atomic file writes: write to a temporary name in the target folder, then rename over the target.
+
+Temporary names start with the reserved prefix :data:`TEMP_PREFIX` (``.fracseg-tmp-<random>-<name>``),
+so that clean-up after a killed run (:func:`remove_stale_temporaries`) can never match a user's own file
+(``.thesis.tmp.docx`` and the like).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+#: Reserved prefix of every temporary file :func:`atomic_path` creates; nothing else uses it.
+TEMP_PREFIX = ".fracseg-tmp-"
+#: Longest part of the target's name kept in the temporary name (file names are limited to 255 bytes).
+_NAME_TAIL = 100
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
@@ -23,9 +33,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=f".tmp{''.join(target.suffixes)}", dir=target.parent
-    )
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=f"-{target.name[-_NAME_TAIL:]}", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o644)  # mkstemp creates 0600; results are ordinary files for their readers
@@ -64,12 +72,24 @@ def write_json_atomic(target: str | os.PathLike[str], obj: Any) -> None:
     write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def is_temporary(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is named like a temporary file of :func:`atomic_path`."""
+    return os.path.basename(os.fspath(path)).startswith(TEMP_PREFIX)
+
+
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
     """Delete temporary files that :func:`atomic_path` left under ``folder`` when a process was killed
-    mid-write (``.<stem>.<random>.tmp<suffix>``). Returns how many were removed."""
+    mid-write. Returns how many were removed.
+
+    Only names with the reserved :data:`TEMP_PREFIX` are touched, symbolic links are neither followed nor
+    removed, and the caller must hold :func:`fracseg.io.folder_lock.folder_lock` on ``folder`` so that no
+    other run has temporaries in flight there.
+    """
     removed = 0
-    for path in Path(folder).rglob(".*.tmp*"):
-        if path.is_file() and ".tmp" in path.name:
-            path.unlink(missing_ok=True)
-            removed += 1
+    for dirpath, _dirs, names in os.walk(folder, followlinks=False):
+        for name in names:
+            path = Path(dirpath) / name
+            if is_temporary(name) and not path.is_symlink() and path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
     return removed

@@ -123,15 +123,67 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
     return None
 
 
+def _mask_unused_bits(pixels: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Keep only the ``BitsStored`` low bits of each stored value (sign-extended when signed).
+
+    PS3.5 8.1.1: bits above the high bit are not part of the value and may hold anything (overlays,
+    junk); treating them as value bits turns a 12-bit image into nonsense.
+    """
+    stored = int(ds.get("BitsStored", 0) or 0)
+    allocated = int(ds.get("BitsAllocated", 0) or 0)
+    if not 0 < stored < allocated or pixels.dtype.kind not in "iu":
+        return pixels
+    low = np.asarray(pixels).astype(np.int64) & ((1 << stored) - 1)
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1:
+        sign = 1 << (stored - 1)
+        low = (low ^ sign) - sign
+    return (
+        low.astype(np.int32) if int(ds.get("PixelRepresentation", 0) or 0) == 1 else low.astype(pixels.dtype)
+    )
+
+
+def _check_pixel_data_length(path: str, ds: Dataset) -> None:
+    """Name a truncated file as such: native pixel data shorter than Rows x Columns x samples needs."""
+    if ds.file_meta.TransferSyntaxUID.is_compressed or "PixelData" not in ds:
+        return
+    bits = int(ds.get("BitsAllocated", 0) or 0)
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    expected = (rows * cols * samples * bits + 7) // 8
+    got = len(ds.PixelData or b"")
+    if expected > 0 and got < expected:
+        raise ImageReadError(
+            path, f"truncated DICOM file: its pixel data holds {got:,} of the {expected:,} bytes it needs"
+        )
+
+
+#: How pydicom words a data element cut short (it warns and returns what it read so far).
+_EARLY_END = ("Unexpected end of file", "End of file reached before")
+
+
 def read_dicom_dataset(path: str | Path, *, stop_before_pixels: bool = False) -> Dataset:
-    """``dcmread`` with ``force=True`` (files without a preamble/file meta are common), errors mapped."""
+    """``dcmread`` with ``force=True`` (files without a preamble/file meta are common), errors mapped.
+
+    Raises:
+        ImageReadError: unreadable, or truncated (a data element ends past the end of the file).
+    """
     path = str(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return pydicom.dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
     except (InvalidDicomError, OSError, ValueError, KeyError, TypeError, EOFError, struct.error) as exc:
+        if _has_dicm_preamble(path) and isinstance(exc, EOFError | struct.error | ValueError | OSError):
+            # A proper DICOM file whose data elements end early: the usual result of an interrupted copy.
+            raise ImageReadError(
+                path, f"truncated or corrupt DICOM file (data ends early: {type(exc).__name__}: {exc})"
+            ) from None
         raise ImageReadError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+    for warning in caught:
+        text = str(warning.message)
+        if text.startswith(_EARLY_END) and (len(ds) > 0 or _has_dicm_preamble(path)):
+            raise ImageReadError(path, f"truncated DICOM file ({text.split(' in file ')[0]})")
+    return ds
 
 
 def read_dicom(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> XrayImage:
@@ -151,6 +203,10 @@ def read_dicom(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Xra
 def _read_dicom(path: str, max_pixels: int) -> XrayImage:
     ds = read_dicom_dataset(path)
     if not any(k in ds for k in _PIXEL_KEYWORDS):
+        if len(ds) == 0 and _has_dicm_preamble(path):
+            raise ImageReadError(
+                path, "truncated DICOM file: it ends within or right after its file meta header"
+            )
         if len(ds) == 0 or ("SOPClassUID" not in ds and "Rows" not in ds and not _has_dicm_preamble(path)):
             raise ImageReadError(path, "not a recognised image file (neither raster nor DICOM content)")
         raise ImageReadError(path, "DICOM file has no pixel data (absent, or the file is truncated)")
@@ -165,12 +221,14 @@ def _read_dicom(path: str, max_pixels: int) -> XrayImage:
     _ensure_transfer_syntax(ds)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     tsyntax = ds.file_meta.TransferSyntaxUID
+    _check_pixel_data_length(path, ds)
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises RuntimeError/ValueError/NotImplementedError/AttributeError here
         raise ImageReadError(
             path, f"cannot decode pixel data ({tsyntax.name}): {type(exc).__name__}: {exc}"
         ) from None
+    pixels = _mask_unused_bits(pixels, ds)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     folded = 1
     if samples == 3:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from fracseg import __version__
 from fracseg.errors import ImageReadError
@@ -39,6 +40,68 @@ TYPE2_FROM_SOURCE = (
     "ReferringPhysicianName",
 )
 REQUIRED_FOR_REFERENCE = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+#: Lossy Image Compression Method (0028,2114) defined terms (PS3.3 C.7.6.1.1.5.1) implied by a lossy
+#: transfer syntax; a SEG of a lossy source must carry the method and ratio (PS3.3 C.8.20.2).
+LOSSY_METHOD_OF_TRANSFER_SYNTAX = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1",  # JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51": "ISO_10918_1",  # JPEG Extended (Process 2 & 4)
+    "1.2.840.10008.1.2.4.81": "ISO_14495_1",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.91": "ISO_15444_1",  # JPEG 2000 (lossy allowed)
+    "1.2.840.10008.1.2.4.93": "ISO_15444_1",  # JPIP referenced, JPEG 2000
+    "1.2.840.10008.1.2.4.203": "ISO_15444_15",  # High-Throughput JPEG 2000
+}
+
+
+def _lossy_compression_details(ds: Dataset, path: str) -> None:
+    """Fill in Lossy Image Compression Method and Ratio when a lossy source leaves them out.
+
+    Many archives set ``LossyImageCompression`` to ``01`` (common after lossy JPEG 2000) without the
+    method or ratio, which the SEG's Segmentation Image Module requires. The method follows from a lossy
+    transfer syntax; the ratio from the encapsulated pixel data's size against the uncompressed size.
+
+    Raises:
+        ImageReadError: the source says it was lossy compressed but neither the header nor its transfer
+            syntax tells how (e.g. decompressed earlier and stored uncompressed).
+    """
+    if str(ds.get("LossyImageCompression", "")).strip() != "01":
+        return
+    tsyntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if not ds.get("LossyImageCompressionMethod"):
+        method = LOSSY_METHOD_OF_TRANSFER_SYNTAX.get(tsyntax)
+        if method is None:
+            raise ImageReadError(
+                path,
+                "cannot write a DICOM SEG: the source is marked lossy compressed (LossyImageCompression 01) "
+                f"but gives no LossyImageCompressionMethod, and its transfer syntax ({tsyntax or 'none'}) "
+                "does not tell which",
+            )
+        ds.LossyImageCompressionMethod = method
+    if not ds.get("LossyImageCompressionRatio"):
+        ratio = _compression_ratio(ds, path)
+        if ratio is None:
+            raise ImageReadError(
+                path,
+                "cannot write a DICOM SEG: the source is marked lossy compressed but gives no "
+                "LossyImageCompressionRatio and has no encapsulated pixel data to measure it from",
+            )
+        methods = ds.LossyImageCompressionMethod
+        count = len(methods) if isinstance(methods, MultiValue) else 1
+        ds.LossyImageCompressionRatio = [ratio] * count if count > 1 else ratio
+
+
+def _compression_ratio(ds: Dataset, path: str) -> float | None:
+    """Uncompressed over encapsulated pixel data size, from the full file (pixels are not decoded)."""
+    try:
+        full = pydicom.dcmread(path, force=True)
+        compressed = len(full.PixelData)
+        uncompressed = (int(full.Rows) * int(full.Columns) * int(full.get("SamplesPerPixel", 1) or 1)) * (
+            (int(full.BitsAllocated) + 7) // 8
+        )
+    except Exception:  # unreadable or no pixel data: the caller reports it
+        return None
+    if compressed <= 0 or not full.file_meta.TransferSyntaxUID.is_compressed:
+        return None
+    return round(uncompressed / compressed, 2)
 
 
 def _source_for_seg(source: Dataset, path: str) -> Dataset:
@@ -51,6 +114,7 @@ def _source_for_seg(source: Dataset, path: str) -> Dataset:
             setattr(ds, keyword, "")
     if "FrameOfReferenceUID" in ds and "ImagePositionPatient" not in ds:
         del ds.FrameOfReferenceUID  # a projection image: no patient-space geometry to carry
+    _lossy_compression_details(ds, path)
     return ds
 
 

@@ -9,6 +9,7 @@ result is worse for a reader of the output than a clear error row.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -16,8 +17,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fracseg.errors import ImageReadError
-from fracseg.io.colour import rgb_to_grey
-from fracseg.io.limits import DEFAULT_MAX_PIXELS, check_pixel_limit
+from fracseg.io.colour import channels_agree, rgb_to_grey
+from fracseg.io.limits import DEFAULT_MAX_PIXELS, check_pixel_limit, pixel_limit_reason
 from fracseg.io.meta import ImageFormat, XrayImage, XrayMeta
 
 logger = logging.getLogger(__name__)
@@ -46,10 +47,8 @@ def _to_grey(im: Image.Image, path: str) -> tuple[np.ndarray, int, int]:
     if mode == "LA":
         return np.asarray(im.getchannel("L"), dtype=np.float32), 8, 1
     if mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
-        rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
-        if not np.allclose(rgb[..., 0], rgb[..., 1], atol=16) or not np.allclose(
-            rgb[..., 1], rgb[..., 2], atol=16
-        ):
+        rgb = np.asarray(im.convert("RGB"))  # uint8: converted to float32 block by block below
+        if not channels_agree(rgb, atol=16):
             logger.warning("%s: colour content folded to grey (luma); X-rays are expected to be grey", path)
         return rgb_to_grey(rgb), 8, 3
     raise ImageReadError(path, f"unsupported Pillow image mode {mode!r}")
@@ -71,7 +70,10 @@ def read_raster(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Xr
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(path, f"image too large to decode safely ({exc})") from None
+        # Pillow refuses far above our limit before we see the size; say it in our words.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        reason = pixel_limit_reason(int(found.group(1)), max_pixels) if found else f"image too large ({exc})"
+        raise ImageReadError(path, reason) from None
     except UnidentifiedImageError:
         raise ImageReadError(path, "not a recognised image file (unreadable content)") from None
     except OSError as exc:

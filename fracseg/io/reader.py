@@ -54,6 +54,8 @@ def read_xray(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIX
         ImageReadError: for any input that cannot be read; the message names the file and the reason.
     """
     path = os.fspath(path)
+    if os.path.islink(path) and not os.path.exists(path):
+        raise ImageReadError(path, f"broken symbolic link (its target {os.readlink(path)} does not exist)")
     if not os.path.exists(path):
         raise ImageReadError(path, "file does not exist")
     if os.path.isdir(path):

@@ -67,3 +67,35 @@ def make_dataset(
 def save(ds: Dataset, path: Path) -> Path:
     ds.save_as(path, write_like_original=False)
     return path
+
+
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+JPEG_2000 = "1.2.840.10008.1.2.4.91"
+
+
+def make_lossy_cr(pixels: np.ndarray, transfer_syntax: str, *, method: str | None = None) -> FileDataset:
+    """A CR whose 8-bit ``pixels`` are lossy compressed (Pillow's baseline JPEG or irreversible JPEG 2000)
+    and encapsulated, marked ``LossyImageCompression`` ``01`` with (``method``) or, as many archives
+    write it, without ``LossyImageCompressionMethod`` and ratio."""
+    import io
+
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+
+    buffer = io.BytesIO()
+    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), mode="L")
+    if transfer_syntax == JPEG_BASELINE:
+        image.save(buffer, format="JPEG", quality=80)
+    elif transfer_syntax == JPEG_2000:
+        image.save(buffer, format="JPEG2000", no_jp2=True, irreversible=True, quality_layers=[20])
+    else:
+        raise ValueError(f"unsupported transfer syntax {transfer_syntax}")
+    ds = make_dataset(np.asarray(pixels, dtype=np.uint8))
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.PixelData = encapsulate([buffer.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.LossyImageCompression = "01"
+    if method is not None:
+        ds.LossyImageCompressionMethod = method
+    return ds

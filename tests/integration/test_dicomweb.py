@@ -19,6 +19,8 @@ import pydicom
 import pytest
 from PIL import Image
 
+from fracseg.io import TEMP_PREFIX
+
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = REPO / "tests" / "helpers" / "orthanc_scenario.py"
@@ -61,4 +63,4 @@ def test_dicomweb_qido_wado_stow_roundtrip_with_orthanc(tmp_path, shared_data) -
     on_server = result["segs_on_server"]
     assert result["seg_series_on_server"] == 3
     assert {s["references"] for s in on_server} == wanted
-    assert not list(out.rglob("*.tmp*"))
+    assert not list(out.rglob(f"{TEMP_PREFIX}*"))

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from fracseg.inference.batch import CSV_COLUMNS
-from fracseg.io import read_xray
+from fracseg.io import TEMP_PREFIX, read_xray
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -85,7 +85,7 @@ def test_main_job_on_samples_and_shared_dicoms(tmp_path, shared_data) -> None:
         np.testing.assert_array_equal(seg.pixel_array.astype(bool), mask)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 10 and summary["failed"] == 1
-    assert not list(out.rglob("*.tmp*"))
+    assert not list(out.rglob(f"{TEMP_PREFIX}*"))
 
 
 def test_same_input_same_mask(tmp_path) -> None:
@@ -153,7 +153,7 @@ def test_killed_batch_resumes_without_redoing_finished_images(tmp_path, shared_d
     assert f"{done_before} of 12 inputs already done" in proc.stderr
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert len(rows) == 12 and all(not r["error"] for r in rows)
-    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    assert not list(out.rglob(f"{TEMP_PREFIX}*"))
     for mask in reference.rglob("*_mask.png"):
         assert (out / mask.relative_to(reference)).read_bytes() == mask.read_bytes()
 

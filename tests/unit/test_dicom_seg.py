@@ -12,7 +12,7 @@ import pytest
 
 from fracseg.errors import ImageReadError
 from fracseg.io.dicom_seg import write_dicom_seg
-from tests.helpers.dicom_factory import make_dataset, save
+from tests.helpers.dicom_factory import JPEG_2000, JPEG_BASELINE, make_dataset, make_lossy_cr, save
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 REPO = Path(__file__).resolve().parents[2]
@@ -107,4 +107,45 @@ def test_seg_refuses_a_mask_of_the_wrong_size_and_an_unreferenceable_source(tmp_
     src = save(ds, tmp_path / "b.dcm")
     with pytest.raises(ImageReadError, match="no SOPInstanceUID"):
         write_dicom_seg(src, np.zeros((20, 30), bool), tmp_path / "seg.dcm")
+    assert not (tmp_path / "seg.dcm").exists()
+
+
+def _lossy_pixels() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return (np.add.outer(np.arange(64), np.arange(48)) * 2 + rng.integers(0, 20, (64, 48))).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("transfer_syntax", "method"), [(JPEG_2000, "ISO_15444_1"), (JPEG_BASELINE, "ISO_10918_1")]
+)
+def test_lossy_source_without_method_or_ratio_gives_a_valid_seg(tmp_path, transfer_syntax, method) -> None:
+    """LossyImageCompression 01 without method and ratio (common in lossy JPEG 2000 archives): the
+    method follows from the transfer syntax, the ratio from the encapsulated size; dciodvfy accepts it."""
+    src = save(make_lossy_cr(_lossy_pixels(), transfer_syntax), tmp_path / "lossy.dcm")
+    source = pydicom.dcmread(src, stop_before_pixels=True)
+    assert "LossyImageCompressionMethod" not in source and "LossyImageCompressionRatio" not in source
+    mask = _mask(64, 48)
+    seg = _check_seg(write_dicom_seg(src, mask, tmp_path / "seg.dcm"), source, mask)
+    assert seg.LossyImageCompression == "01" and seg.LossyImageCompressionMethod == method
+    compressed = len(pydicom.dcmread(src).PixelData)
+    assert float(seg.LossyImageCompressionRatio) == pytest.approx(64 * 48 / compressed, rel=0.01)
+    assert dciodvfy_errors(tmp_path / "seg.dcm") == []
+
+
+def test_lossy_source_keeps_its_own_method(tmp_path) -> None:
+    ds = make_lossy_cr(_lossy_pixels(), JPEG_2000, method="ISO_15444_1")
+    ds.LossyImageCompressionRatio = 12.5
+    src = save(ds, tmp_path / "lossy.dcm")
+    seg = pydicom.dcmread(write_dicom_seg(src, _mask(64, 48), tmp_path / "seg.dcm"))
+    assert seg.LossyImageCompressionMethod == "ISO_15444_1" and float(seg.LossyImageCompressionRatio) == 12.5
+    assert dciodvfy_errors(tmp_path / "seg.dcm") == []
+
+
+def test_lossy_flag_on_an_uncompressed_source_without_method_is_a_clear_error(tmp_path) -> None:
+    ds = make_dataset(np.zeros((20, 30), np.uint16))
+    ds.LossyImageCompression = "01"  # decompressed at some point; nothing says how it was compressed
+    src = save(ds, tmp_path / "a.dcm")
+    with pytest.raises(ImageReadError, match="LossyImageCompressionMethod") as info:
+        write_dicom_seg(src, np.zeros((20, 30), bool), tmp_path / "seg.dcm")
+    assert str(info.value).startswith(str(src))
     assert not (tmp_path / "seg.dcm").exists()

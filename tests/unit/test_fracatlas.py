@@ -11,6 +11,7 @@ from PIL import Image
 from fracseg.data import load_datalist, negative_fold, prepare_fracatlas
 from fracseg.data.cache import LoadCachedd, build_cache, cache_key, cache_settings
 from fracseg.errors import DatasetError
+from fracseg.io import TEMP_PREFIX
 from fracseg.transforms import preprocessing
 from tests.helpers.fracatlas_layout import make_layout
 
@@ -93,7 +94,7 @@ def test_preparation_is_deterministic(tmp_path) -> None:
         assert (tmp_path / "a" / "masks" / f"{name}.png").read_bytes() == (
             tmp_path / "b" / "masks" / f"{name}.png"
         ).read_bytes()
-    assert not list((tmp_path / "a").rglob("*.tmp*"))
+    assert not list((tmp_path / "a").rglob(f"{TEMP_PREFIX}*"))
 
 
 def test_release_without_test_csv_writes_no_test_list(tmp_path) -> None:
@@ -128,3 +129,61 @@ def test_cache_is_keyed_by_settings_and_matches_the_pipeline(prepared) -> None:
     mtime = (folder / "F1.npz").stat().st_mtime_ns
     build_cache(items, out / "cache", spatial_size=32)  # resumes: existing files kept
     assert (folder / "F1.npz").stat().st_mtime_ns == mtime
+
+
+def _add_annotations(root, image_id: str, polygons: list[list[float]], size: tuple[int, int]) -> None:
+    """Append a COCO image (``size`` = width, height) with ``polygons`` to the layout's COCO file."""
+    path = root / "Annotations" / "COCO JSON" / "COCO_fracture_masks.json"
+    coco = json.loads(path.read_text())
+    ids = [img["id"] for img in coco["images"] if img["file_name"] == f"{image_id}.jpg"]
+    if ids:
+        image = ids[0]
+    else:
+        image = max(img["id"] for img in coco["images"]) + 1
+        coco["images"].append(
+            {"id": image, "width": size[0], "height": size[1], "file_name": f"{image_id}.jpg"}
+        )
+    for flat in polygons:
+        ann = max(a["id"] for a in coco["annotations"]) + 1
+        coco["annotations"].append(
+            {"id": ann, "image_id": image, "category_id": 0, "iscrowd": 0, "segmentation": [flat]}
+        )
+    path.write_text(json.dumps(coco))
+
+
+def test_degenerate_polygons_are_skipped_and_reported(tmp_path) -> None:
+    root = make_layout(tmp_path / "FracAtlas")
+    # F1 (64x48) gets a 2-vertex "polygon", one with an odd number of coordinates and one of strings.
+    _add_annotations(root, "F1", [[1, 1, 9, 9], [1, 1, 9, 1, 9], [None, "x", 1, 2, 3, 4]], (64, 48))
+    out = tmp_path / "out"
+    report = prepare_fracatlas(root, out)
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["counts"]["degenerate_polygons"] == 3 == len(report.degenerate_polygons)
+    assert [d["image_id"] for d in saved["degenerate_polygons"]] == ["F1"] * 3
+    assert "at least 3" in saved["degenerate_polygons"][0]["reason"]
+    assert "degenerate, skipped: 3" in report.summary()
+    # F1's two valid rectangles are still drawn; every image got its mask.
+    assert _mask(out, "F1").sum() == 200 and saved["counts"]["polygons"] == 7
+    assert sorted(p.stem for p in (out / "masks").glob("*.png")) == [
+        "F1",
+        "F2",
+        "F3",
+        "F4",
+        "F5",
+        "F6",
+        "N1",
+        "N2",
+    ]
+
+
+def test_a_missing_image_is_counted_once_with_every_reason(tmp_path) -> None:
+    root = make_layout(tmp_path / "FracAtlas")
+    split = root / "Utilities" / "Fracture Split" / "train.csv"
+    split.write_text(split.read_text() + "F9.jpg\n")  # in a split, with polygons, but no image file
+    _add_annotations(root, "F9", [[1, 1, 5, 1, 5, 5]], (30, 30))
+    report = prepare_fracatlas(root, tmp_path / "out")
+    missing = [m for m in report.missing_images if m["image_id"] == "F9"]
+    assert len(missing) == 1 and len(report.missing_images) == 1
+    assert "split csv" in missing[0]["reason"] and "polygons" in missing[0]["reason"]
+    assert report.counts["missing_images"] == 1
+    assert "missing images: 1" in report.summary()

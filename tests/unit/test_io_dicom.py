@@ -460,7 +460,7 @@ def test_oversize_refused_by_read_dicom(tmp_path: Path, pixels16: np.ndarray) ->
 def test_pixel_data_too_short_refused(tmp_path: Path, pixels16: np.ndarray) -> None:
     ds = make_dataset(pixels16, bits_stored=12)
     ds.PixelData = pixels16.tobytes()[:20]  # 20 of the 70 bytes
-    _expect_refusal(save(ds, tmp_path / "short.dcm"), "cannot decode pixel data")
+    _expect_refusal(save(ds, tmp_path / "short.dcm"), "truncated", "20 of the 70 bytes")
 
 
 def test_corrupt_compressed_pixel_data_refused(tmp_path: Path) -> None:
@@ -506,11 +506,33 @@ def test_truncated_real_file_refused(tmp_path: Path, dicom_dir: Path) -> None:
     data = (dicom_dir / "CR-MONO1-10-chest.dcm").read_bytes()
     path = tmp_path / "cut.dcm"
     path.write_bytes(data[: len(data) - 50_000])
-    _expect_refusal(path, "cannot decode pixel data")
+    _expect_refusal(path, "truncated DICOM file", "337,200 of the 387,200 bytes")
 
 
 def test_truncated_real_jpeg_lossless_file_refused(tmp_path: Path, dicom_dir: Path) -> None:
     data = (dicom_dir / "CR-ModalitySequenceLUT.dcm").read_bytes()
     path = tmp_path / "cut.dcm"
     path.write_bytes(data[: len(data) // 2])
-    _expect_refusal(path)
+    _expect_refusal(path, "truncated")
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_bits_above_bits_stored_are_masked_not_taken_as_value(tmp_path: Path, signed: bool) -> None:
+    """BitsStored 12 in 16 allocated bits: junk in the 4 high bits (old overlay planes) is not value."""
+    rng = np.random.default_rng(5)
+    values = rng.integers(-2048 if signed else 0, 2048 if signed else 4096, size=(10, 7))
+    stored = (values & 0x0FFF).astype(np.uint16)  # two's complement in 12 bits when signed
+    junk = stored | (rng.integers(1, 16, size=values.shape).astype(np.uint16) << 12)
+    ds = make_dataset(junk, bits_stored=12)
+    if signed:
+        ds.PixelRepresentation = 1
+    image = read_dicom(save(ds, tmp_path / "junk.dcm"))
+    np.testing.assert_array_equal(image.array, values.astype(np.float32))
+
+
+@pytest.mark.parametrize("keep", [140, 300])
+def test_dicom_cut_inside_its_header_is_called_truncated(tmp_path: Path, dicom_dir: Path, keep: int) -> None:
+    data = (dicom_dir / "CR-ModalitySequenceLUT.dcm").read_bytes()
+    path = tmp_path / "cut.dcm"
+    path.write_bytes(data[:keep])
+    _expect_refusal(path, "truncated")

@@ -413,3 +413,30 @@ def test_pillow_decompression_bomb_is_mapped(tmp_path: Path) -> None:
         read_xray(path, max_pixels=10**10)
     assert str(path) in str(info.value)
     assert "large" in info.value.reason or "limit" in info.value.reason
+
+
+def _traced_peak(function, *args, **kwargs):
+    """(result, peak bytes numpy/Python allocated while ``function`` ran)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = function(*args, **kwargs)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_big_colour_jpeg_is_folded_to_grey_without_full_size_float_copies(tmp_path: Path) -> None:
+    """A 6000x6000 JPEG used to peak near 3 GB: RGB was copied to float32 twice (432 MB each) before
+    folding. Now the float32 copy is made a block of rows at a time; the values are the same."""
+    side = 2000
+    grey = (np.add.outer(np.arange(side), np.arange(side)) % 251).astype(np.uint8)
+    path = tmp_path / "big.jpg"
+    Image.fromarray(np.stack([grey] * 3, axis=2)).save(path, quality=90)
+    image, peak = _traced_peak(read_raster, path)
+    result_bytes = side * side * 4
+    assert image.array.shape == (side, side) and image.meta.channels_folded == 3
+    assert peak < 3 * result_bytes, f"peak {peak / 2**20:.0f} MB for a {result_bytes / 2**20:.0f} MB result"
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    np.testing.assert_array_equal(image.array, rgb.astype(np.float32) @ np.float32([0.299, 0.587, 0.114]))

@@ -353,3 +353,34 @@ def test_atomic_write_leaves_no_temp_files_after_many_writes(tmp_path: Path) -> 
         write_text_atomic(target, str(i))
     assert target.read_text() == "19"
     assert os.listdir(tmp_path) == ["counter.txt"]
+
+
+def test_dangling_symlink_is_named_as_such(tmp_path: Path) -> None:
+    link = tmp_path / "scan.png"
+    link.symlink_to(tmp_path / "gone.png")
+    with pytest.raises(ImageReadError) as info:
+        read_xray(link)
+    assert str(info.value).startswith(str(link)) and "broken symbolic link" in info.value.reason
+    assert "gone.png" in info.value.reason
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares ``width`` x ``height`` (no pixel data: readers must refuse before decoding)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [10_000, 30_000])  # above our limit; above Pillow's own bomb limit
+def test_huge_png_is_refused_in_our_words(tmp_path: Path, side: int) -> None:
+    path = _png_header_only(tmp_path / "huge.png", side, side)
+    with pytest.raises(ImageReadError) as info:
+        read_xray(path)
+    assert f"{side * side:,} pixels, above the limit of 50,000,000" in info.value.reason, info.value.reason
+    assert "could be decompression bomb DOS attack" not in info.value.reason  # not Pillow's message

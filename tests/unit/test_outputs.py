@@ -29,3 +29,24 @@ def test_mask_png_is_0_or_255(tmp_path) -> None:
     out = np.asarray(Image.open(tmp_path / "m.png"))
     assert out.dtype == np.uint8 and out.shape == (7, 9)
     assert set(np.unique(out)) == {0, 255} and (out == 255).sum() == 6
+
+
+def test_overlay_of_a_big_image_needs_no_full_size_float_rgb() -> None:
+    import tracemalloc
+
+    side = 2000
+    image = np.random.default_rng(0).random((side, side), dtype=np.float32)
+    mask = np.zeros((side, side), bool)
+    mask[300:900, 200:1500] = True
+    tracemalloc.start()
+    try:
+        out = overlay_rgb(image, mask, normalized=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (side, side, 3) and out.dtype == np.uint8
+    # The uint8 result (12 MB) plus the erosion of the mask and one block of rows; it used to be a
+    # float32 RGB copy of the whole image, twice (96 MB).
+    assert peak < 3 * out.nbytes, f"peak {peak / 2**20:.0f} MB for a {out.nbytes / 2**20:.0f} MB overlay"
+    grey = image * 255.0
+    np.testing.assert_array_equal(out[0, 0], np.repeat(grey[0, 0], 3).astype(np.uint8))
