@@ -18,7 +18,8 @@ class GuidedInferer(Inferer):
     The forward pass runs in ``precision`` (:func:`fracseg.precision.resolve_precision` on the batch's
     device): bf16 autocast and channels_last where the hardware has native bf16. Doing it here rather than
     through the evaluator's ``amp`` flag matters on CPU, where MONAI's ``SupervisedEvaluator`` switches
-    autocast off. The logits come back as float32.
+    autocast off. The logits come back as float32; the generator's full-resolution input block runs in
+    fp32 (:meth:`fracseg.precision.Precision.forward`), as in ``fracseg infer``.
 
     Args:
         in_channels: the generator's input channels (X-ray + guidance).
@@ -42,6 +43,8 @@ class GuidedInferer(Inferer):
         batch = precision.prepare_input(with_empty_guidance(inputs, self.in_channels))
         if precision.channels_last and isinstance(network, torch.nn.Module):
             precision.prepare_module(network)  # no-op once converted
-        with precision.autocast():
-            out = network(batch, *args, **kwargs)
-        return out.float() if precision.amp else out
+        if args or kwargs or not isinstance(network, torch.nn.Module):
+            with precision.autocast():
+                out = network(batch, *args, **kwargs)
+            return out.float() if precision.amp else out
+        return precision.forward(network, batch)

@@ -181,9 +181,7 @@ class Predictor:
     def infer(self, images: torch.Tensor) -> torch.Tensor:
         """Fracture probabilities ``(B, 1, S, S)`` (float32, CPU) for a batch of letterboxed X-rays."""
         batch = self.precision.prepare_input(with_empty_guidance(images.to(self.device, non_blocking=True)))
-        with self.precision.autocast():
-            logits = self.network(batch)
-        return torch.sigmoid(logits.float()).cpu()
+        return torch.sigmoid(self.precision.forward(self.network, batch)).cpu()
 
     def finish(self, prepared: dict[str, Any], probability: torch.Tensor) -> Prediction:
         """Undo the letterbox of one ``(1, S, S)`` probability map and threshold it."""

@@ -1,0 +1,37 @@
+"""bf16 inference (autocast + channels_last, top level in fp32) gives fp32's answers with the shipped
+model: per-image mask Dice >= 0.99, the same fracture_present decisions, scores within 0.01.
+
+A few real images here (FracAtlas fractured and non-fractured JPEGs, the sample CR DICOM); the whole valid
+split is measured by ``scripts/precision_agreement.py`` (figures in bundle/docs/README.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fracseg.evaluation.agreement import compare_predictors, summarize_agreement
+from fracseg.inference import Predictor
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bf16_inference_agrees_with_fp32_on_real_images(shared_data: Path) -> None:
+    atlas = shared_data / "fracatlas" / "images"
+    images = [
+        *sorted((atlas / "Fractured").glob("*.jpg"))[:3],
+        *sorted((atlas / "Non_fractured").glob("*.jpg"))[:2],
+        REPO / "data" / "samples" / "IMG0003766_CR.dcm",
+    ]
+    fp32 = Predictor(precision="fp32")
+    bf16 = Predictor(precision="bf16")
+    assert (fp32.precision.name, bf16.precision.name) == ("fp32", "bf16") and fp32.trained
+    rows = compare_predictors(images, fp32, bf16)
+    summary = summarize_agreement(rows)
+    assert summary["mask_dice_min"] >= 0.99, rows
+    assert summary["decisions_differ"] == 0, rows
+    assert summary["score_difference_max"] <= 0.01, rows
+    assert summary["probability_difference_max"] > 0  # the two really ran in different precisions
+    assert any(r["mask_pixels"][0] > 0 for r in rows)  # and not only on empty masks
