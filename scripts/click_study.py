@@ -4,7 +4,9 @@ DeepEdit protocol with a simulated annotator, one click at a time: after each pr
 looks at the mask as the app returns it (the shipped decision rule at the displayed size), finds the
 largest error region (connected component of false negatives or of false positives, whichever is larger)
 and clicks at its centre: a foreground click in a missed fracture, a background click in a false alarm.
-All clicks so far are fed back as the generator's guidance channels, and the model predicts again.
+All clicks so far are fed back as the generator's guidance channels, and the model predicts again; as in
+the app's ``fracture_interactive``, the image-level gate of the decision rule is off once there is a
+foreground click.
 
 The click is placed and rendered by :func:`fracseg.engines.clicks.simulate_clicks`, the function training
 uses, in the network's input frame (the 512x512 letterbox, where training simulates its clicks), with
@@ -24,6 +26,7 @@ and prints a table. FracAtlas (CC BY 4.0): Abedeen et al., Scientific Data 10, 5
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import logging
@@ -44,6 +47,7 @@ from fracseg.engines.clicks import BACKGROUND_CHANNEL, FOREGROUND_CHANNEL, simul
 from fracseg.engines.gan_trainer import ConditionalGanTrainer
 from fracseg.errors import FracsegError
 from fracseg.evaluation.metrics import pixel_metrics
+from fracseg.inference.decision import decide
 from fracseg.inference.predictor import DEFAULT_BUNDLE, DEFAULT_WEIGHTS, Predictor
 from fracseg.io import read_xray, write_csv_atomic, write_json_atomic
 from fracseg.transforms import letterbox_transforms
@@ -98,11 +102,20 @@ class ClickStudy:
 
     @torch.inference_mode()
     def predict(self, prepared: dict[str, Any], guidance: torch.Tensor) -> np.ndarray:
-        """The displayed-size mask (shipped decision rule) for the letterboxed image plus ``guidance``."""
+        """The displayed-size mask for the letterboxed image plus ``guidance``, as the app returns it.
+
+        The shipped decision rule; once the annotator has placed a foreground click the image-level gate
+        (``score_threshold``) is off, as in the app's ``fracture_interactive`` (a foreground click says
+        that a fracture is there).
+        """
         image = prepared["image"].as_tensor()[None].to(self.predictor.device)
         net_input = torch.cat([image, guidance[None].to(image.device, image.dtype)], dim=1)
         probability = torch.sigmoid(self.predictor.network(net_input)).float().cpu()[0]
-        return self.predictor.finish(prepared, probability).mask
+        prediction = self.predictor.finish(prepared, probability)
+        if guidance[FOREGROUND_CHANNEL].max() > 0:
+            rule = dataclasses.replace(self.predictor.rule, score_threshold=0.0)
+            return decide(prediction.probability, rule).mask
+        return prediction.mask
 
     def run(self, image: str, label: str, max_clicks: int, seed: int) -> dict[str, Any]:
         """Dice after 0..``max_clicks`` clicks and the kinds of the clicks placed."""
