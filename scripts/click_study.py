@@ -10,9 +10,9 @@ foreground click.
 
 The click is placed and rendered by :func:`fracseg.engines.clicks.simulate_clicks`, the function training
 uses, in the network's input frame (the 512x512 letterbox, where training simulates its clicks), with
-the trainer's click sigma. The displayed prediction is carried into that frame by the same letterbox
-transform that carries ground-truth masks into it for training. Accumulated guidance is the pixel-wise
-maximum of the clicks' heat maps, which is how one heat map renders several clicks.
+the trainer's click sigma (``CLICK_SIGMA``). The displayed prediction is carried into that frame by the
+same letterbox transform that carries ground-truth masks into it for training. Accumulated guidance is
+the pixel-wise maximum of the clicks' heat maps, which is how one heat map renders several clicks.
 
 Usage (FracAtlas valid split prepared by ``fracseg prepare``; prepares it into ``--prepared`` if absent)::
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import logging
 import platform
@@ -43,8 +42,7 @@ from monai.transforms import Compose
 from scipy import ndimage
 
 from fracseg.data.fracatlas import ensure_prepared
-from fracseg.engines.clicks import BACKGROUND_CHANNEL, FOREGROUND_CHANNEL, simulate_clicks
-from fracseg.engines.gan_trainer import ConditionalGanTrainer
+from fracseg.engines.clicks import BACKGROUND_CHANNEL, CLICK_SIGMA, FOREGROUND_CHANNEL, simulate_clicks
 from fracseg.errors import FracsegError
 from fracseg.evaluation.metrics import pixel_metrics
 from fracseg.inference.decision import decide
@@ -53,9 +51,6 @@ from fracseg.io import read_xray, write_csv_atomic, write_json_atomic
 from fracseg.transforms import letterbox_transforms
 
 logger = logging.getLogger("click_study")
-
-#: Click heat-map sigma (letterbox pixels): the trainer's, so guidance matches what the model learned.
-CLICK_SIGMA = float(inspect.signature(ConditionalGanTrainer.__init__).parameters["click_sigma"].default)
 
 
 def largest_component(mask: np.ndarray) -> int:
