@@ -355,6 +355,7 @@ const endStroke = () => {
   if (strokeFrom) {
     strokeFrom = null;
     refreshState();
+    setStatus(`${state.tool === "paint" ? "Painted" : "Erased"}: ${labels.count()} fracture pixels (unsaved).`);
   }
 };
 toolCanvas.addEventListener("pointerup", endStroke);
