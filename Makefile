@@ -13,8 +13,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: venv demo serve test lint format clean system-tools
 
 # Debian tools the tests drive (command or file:package): dciodvfy validates DICOM SEG output; Orthanc
-# with its DICOMweb plugin is the DICOMweb server of the QIDO/WADO/STOW test (run in a network namespace).
-SYSTEM_TOOLS := dciodvfy:dicom3tools Orthanc:orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb
+# with its DICOMweb plugin is the DICOMweb server of the QIDO/WADO/STOW test (run in a network namespace);
+# chromium is the browser Playwright drives in the correction-page test (never a downloaded one).
+SYSTEM_TOOLS := dciodvfy:dicom3tools Orthanc:orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb \
+	chromium:chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
 
