@@ -80,6 +80,7 @@ class Fracture(BundleTrainTask):
             generator_res_units=net["num_res_units"],
             spatial_size=net["spatial_size"],
             num_workers=0,
+            val_interval=1,  # the best-metric saver writes model.pt after a validation: validate every epoch
         )
         return overrides
 
@@ -90,7 +91,7 @@ class Fracture(BundleTrainTask):
             configs.append(str(overlay))
         started = time.time()
         monai.bundle.run(
-            run_id=request.get("run_id", "run"),
+            run_id=request.get("run_id") or "run",
             init_id=None,
             final_id=None,
             meta_file=self.bundle_metadata_path,
