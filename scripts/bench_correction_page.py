@@ -13,7 +13,8 @@ Usage::
     taskset -c 1 python scripts/bench_correction_page.py [--url http://127.0.0.1:8000] [--clicks 15]
 
 Without ``--url`` the app is started on a free loopback port over a temporary datastore seeded with
-``data/samples`` (as the tests start it) and stopped at the end.
+``data/samples`` and the 1576x1976 CR DICOM of ``../shared/data/dicom`` (as the tests start it) and
+stopped at the end.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ if str(REPO) not in sys.path:
 
 logger = logging.getLogger("bench_correction_page")
 
-#: Images measured: the 454x373 FracAtlas JPEG and the CR DICOM of the samples (as the datastore holds it).
-DEFAULT_IMAGES = ("IMG0000288", "IMG0003766_CR")
+#: Images measured: a 373x454 FracAtlas JPEG, the CR DICOM of the samples (373x454) and a 1576x1976 CR
+#: DICOM from ../shared/data/dicom (as the datastore holds them: DICOM converted to NIfTI on the way in).
+DEFAULT_IMAGES = ("IMG0000288", "IMG0003766_CR", "CR-ModalitySequenceLUT")
+LARGE_DICOM = REPO.parent / "shared" / "data" / "dicom" / "CR-ModalitySequenceLUT.dcm"
 
 
 @contextlib.contextmanager
@@ -53,8 +56,13 @@ def server_url(url: str | None) -> Iterator[str]:
         return
     from tests.helpers.monailabel_server import running_server
 
-    with tempfile.TemporaryDirectory(prefix="bench-page-") as work, running_server(Path(work)) as server:
-        yield server.url
+    with tempfile.TemporaryDirectory(prefix="bench-page-") as work:
+        seed = Path(work) / "seed"
+        shutil.copytree(REPO / "data" / "samples", seed)
+        if LARGE_DICOM.is_file():
+            shutil.copy2(LARGE_DICOM, seed / LARGE_DICOM.name)
+        with running_server(Path(work) / "app", seed_dir=seed) as server:
+            yield server.url
 
 
 def direct_infer(url: str, image: str, foreground: list, background: list) -> float:

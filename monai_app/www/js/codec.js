@@ -61,6 +61,12 @@ export function decodeNifti(bytes, width, height) {
   else if (nx === height && ny === width) transposed = true;
   else throw new Error(`label is ${nx}x${ny}, the image is ${width}x${height}`);
   const mask = new Uint8Array(width * height);
+  if (size === 1 && getter === "getUint8" && !transposed) {
+    // the usual case (uint8 labels, column index fastest): no per-voxel DataView call
+    const voxels = bytes.subarray(offset, offset + nx * ny);
+    for (let p = 0; p < voxels.length; p++) mask[p] = voxels[p] > 0 ? 1 : 0;
+    return mask;
+  }
   for (let j = 0; j < ny; j++) {
     for (let i = 0; i < nx; i++) {
       const value = view[getter](offset + (j * nx + i) * size, little);

@@ -3,6 +3,11 @@
 
 const UNDO_BYTES = 96 * 1024 * 1024; // snapshots kept: as many as fit, at least 5
 const TINT = [255, 64, 32]; // fracture colour
+// RGBA packed as the platform's byte order stores it in a Uint32Array over ImageData bytes.
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+const pack = (r, g, b, a) => (LITTLE_ENDIAN ? ((a << 24) | (b << 16) | (g << 8) | r) >>> 0 : ((r << 24) | (g << 16) | (b << 8) | a) >>> 0);
+const ON = pack(TINT[0], TINT[1], TINT[2], 255);
+const OFF = pack(TINT[0], TINT[1], TINT[2], 0);
 
 export class LabelLayer {
   constructor(canvas) {
@@ -92,17 +97,9 @@ export class LabelLayer {
   /** Redraw the tinted mask (all of it, or the rectangle that changed). */
   render(x = 0, y = 0, w = this.width, h = this.height) {
     if (!this.width) return;
-    const data = this.pixels.data;
+    const words = new Uint32Array(this.pixels.data.buffer); // one RGBA pixel per write
     for (let row = y; row < y + h; row++) {
-      for (let col = x; col < x + w; col++) {
-        const p = row * this.width + col;
-        const o = 4 * p;
-        const on = this.mask[p];
-        data[o] = TINT[0];
-        data[o + 1] = TINT[1];
-        data[o + 2] = TINT[2];
-        data[o + 3] = on ? 255 : 0;
-      }
+      for (let p = row * this.width + x, end = p + w; p < end; p++) words[p] = this.mask[p] ? ON : OFF;
     }
     this.ctx.putImageData(this.pixels, 0, 0, x, y, w, h);
   }
