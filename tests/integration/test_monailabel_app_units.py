@@ -112,3 +112,31 @@ def test_a_server_killed_mid_save_loses_no_earlier_label(tmp_path) -> None:
         assert any(np.array_equal(stored, m) for m in masks)
         index = json.loads((datastore / "datastore_v2.json").read_text())
         assert index["objects"]["IMG0000288"]["labels"]["final"]["info"]["name"] == "IMG0000288.png"
+
+
+def test_cors_only_for_configured_origins(monkeypatch) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from monailabel.config import settings
+    from starlette.middleware.cors import CORSMiddleware
+
+    from monai_app import asgi
+
+    def build(origins: list[str]) -> TestClient:
+        app = FastAPI()
+        app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_credentials=True)  # MONAI Label's
+        app.get("/info/")(lambda: {"ok": True})
+        monkeypatch.setattr(settings, "MONAI_LABEL_CORS_ORIGINS", origins)
+        asgi._configure(app)
+        return TestClient(app)
+
+    open_app = build([])
+    reply = open_app.get("/info/", headers={"Origin": "https://viewer.example.org"})
+    assert reply.status_code == 200 and "access-control-allow-origin" not in reply.headers
+    configured = build(["https://viewer.example.org"])
+    allowed = configured.get("/info/", headers={"Origin": "https://viewer.example.org"})
+    assert allowed.headers["access-control-allow-origin"] == "https://viewer.example.org"
+    other = configured.get("/info/", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    too_big = configured.put("/info/", headers={"Content-Length": str(asgi.MAX_BODY_BYTES + 1)}, content=b"")
+    assert too_big.status_code == 413
