@@ -11,14 +11,17 @@ folder. Screenshots of every step stay in the test's ``tmp_path`` (``screenshots
 
 from __future__ import annotations
 
+import base64
+import gzip
+import io
 import json
 import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from io import BytesIO
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
@@ -72,7 +75,7 @@ def test_image_endpoint_renders_through_the_readers_and_refuses_unknown_ids(serv
     status, body = _get(f"{server.url}/fracseg/api/image.png?image={DICOM_ID}")
     assert status == 200 and body.startswith(b"\x89PNG")
     stored = next((server.datastore).glob(f"{DICOM_ID}.*"))
-    shown = Image.open(BytesIO(body))
+    shown = Image.open(io.BytesIO(body))
     assert shown.mode == "L" and shown.size[::-1] == read_xray(stored).array.shape
     for bad in ("../../etc/passwd", "%2Fetc%2Fpasswd", "nope"):
         status, body = _get(f"{server.url}/fracseg/api/image.png?image={bad}")
@@ -225,6 +228,78 @@ def test_correct_and_save_in_the_browser(server: Server, browser, tmp_path: Path
     assert all(on_disk[r, c] for c, r in kept) and not any(on_disk[r, c] for c, r in erased)
     status, body = _get(f"{server.url}/datastore/?output=all")
     assert status == 200 and "final" in json.loads(body)["objects"][DICOM_ID]["labels"]
-    for name in ("01_opened", "02_auto", "03_foreground_click", "04_brushed", "05_saved"):
+
+    # The JPEG: its labels come back as PNG; the page shows the predictor's mask of the stored file.
+    page.select_option("#image-list", JPEG_ID)
+    page.wait_for_function(f"window.fracsegPage.state.imageId === '{JPEG_ID}'", timeout=STEP_TIMEOUT_MS)
+    _idle(page)
+    count = page.evaluate("window.fracsegPage.state.timings.length")
+    page.click("#auto")
+    page.wait_for_function(f"window.fracsegPage.state.timings.length > {count}", timeout=STEP_TIMEOUT_MS)
+    _idle(page)
+    jpeg = next(server.datastore.glob(f"{JPEG_ID}.*"))
+    jpeg_shape = read_xray(jpeg).array.shape
+    np.testing.assert_array_equal(_page_mask(page, jpeg_shape), Predictor().predict(jpeg).mask)
+    page.screenshot(path=shots / "06_jpeg_auto.png")
+    assert not errors, errors
+    for name in ("01_opened", "02_auto", "03_foreground_click", "04_brushed", "05_saved", "06_jpeg_auto"):
         assert (shots / f"{name}.png").stat().st_size > 10_000
     page.close()
+
+
+def _nifti(array: np.ndarray, endianness: str = "<", gzipped: bool = True) -> bytes:
+    header = nib.Nifti1Header(endianness=endianness)
+    data = nib.Nifti1Image(array, np.eye(4), header=header).to_bytes()
+    return gzip.compress(data) if gzipped else data
+
+
+def test_label_codecs_in_the_browser(server: Server, browser) -> None:
+    """The page's decoder against labels written by nibabel and Pillow, and its PNG encoder read by Pillow."""
+    rng = np.random.default_rng(0)
+    height, width = 23, 37
+    mask = rng.random((height, width)) > 0.6
+    png = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(png, format="PNG")
+    plain = _nifti(mask.T.astype(np.uint8), gzipped=False)
+    cases = {
+        "float32 (W, H), gzipped": (_nifti(mask.T.astype(np.float32)), width, height),
+        "uint8 (H, W) stored rows first": (_nifti(mask.astype(np.uint8)), width, height),
+        "big-endian int16": (_nifti(mask.T.astype(">i2"), endianness=">"), width, height),
+        "uint8, not gzipped": (plain, width, height),
+        "png": (png.getvalue(), width, height),
+        "truncated": (plain[:-40], width, height),
+        "other size": (_nifti(mask.T.astype(np.uint8)), width + 1, height),
+    }
+    page = browser.new_page()
+    page.goto(f"{server.url}/fracseg/")
+    decoded = page.evaluate(
+        """async ({cases, mask, width, height}) => {
+            const codec = await import("/fracseg/js/codec.js");
+            const bytes = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const out = {};
+            for (const [name, [data, w, h]] of Object.entries(cases)) {
+                try { out[name] = Array.from(await codec.decodeLabel(bytes(data).buffer, w, h)); }
+                catch (err) { out[name] = "error: " + err.message; }
+            }
+            const blob = await codec.encodeMaskPng(Uint8Array.from(mask), width, height);
+            const png = new Uint8Array(await blob.arrayBuffer());
+            out.encoded = btoa(Array.from(png, (b) => String.fromCharCode(b)).join(""));
+            return out;
+        }""",
+        {
+            "cases": {k: [base64.b64encode(v[0]).decode(), v[1], v[2]] for k, v in cases.items()},
+            "mask": mask.ravel().astype(int).tolist(),
+            "width": width,
+            "height": height,
+        },
+    )
+    page.close()
+    expected = mask.ravel().astype(int).tolist()
+    for name in ("float32 (W, H), gzipped", "uint8 (H, W) stored rows first", "big-endian int16"):
+        assert decoded[name] == expected, name
+    assert decoded["uint8, not gzipped"] == expected and decoded["png"] == expected
+    assert decoded["truncated"] == "error: NIfTI label is truncated"
+    assert decoded["other size"] == f"error: label is {width}x{height}, the image is {width + 1}x{height}"
+    encoded = Image.open(io.BytesIO(base64.b64decode(decoded["encoded"])))
+    assert encoded.mode == "L" and encoded.size == (width, height)
+    np.testing.assert_array_equal(np.asarray(encoded), mask.astype(np.uint8) * 255)
