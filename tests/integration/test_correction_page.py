@@ -211,6 +211,11 @@ def test_correct_and_save_in_the_browser(server: Server, browser, tmp_path: Path
     assert page.evaluate("getComputedStyle(document.getElementById('label-layer')).opacity") == "0.35"
     page.screenshot(path=shots / "04_brushed.png")
     assert page.text_content("#state-dirty") == "unsaved"
+    # Switching image with unsaved changes is held back (a second switch would discard them).
+    page.select_option("#image-list", JPEG_ID)
+    _idle(page)
+    assert page.evaluate("window.fracsegPage.state.imageId") == DICOM_ID
+    assert "Unsaved changes" in page.text_content("#status")
     page.keyboard.press("s")
     page.wait_for_function(
         "document.getElementById('state-dirty').textContent === 'none'", timeout=STEP_TIMEOUT_MS

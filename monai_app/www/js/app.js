@@ -6,6 +6,7 @@ import { LabelLayer } from "./labels.js";
 
 const AUTO_MODEL = "fracture";
 const INTERACTIVE_MODEL = "fracture_interactive";
+const DISCARD_WINDOW_MS = 10_000;
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -20,7 +21,7 @@ const state = {
   dirty: false,
   seq: 0, // bumped whenever the mask is replaced, so late server answers are dropped
   interactive: { inFlight: false, pending: false, clickedAt: 0 },
-  discardArmedFor: null,
+  discardArmedAt: -Infinity, // a second switch soon after this discards unsaved changes
   timings: [], // click-to-mask and inference times (ms), newest last
   busy: 0,
 };
@@ -143,13 +144,14 @@ async function refreshList() {
 }
 
 async function openImage(imageId) {
-  if (state.dirty && state.discardArmedFor !== imageId && imageId !== state.imageId) {
-    state.discardArmedFor = imageId;
+  const armed = performance.now() - state.discardArmedAt < DISCARD_WINDOW_MS;
+  if (state.dirty && !armed && imageId !== state.imageId) {
+    state.discardArmedAt = performance.now();
     $("image-list").value = state.imageId;
-    setStatus(`Unsaved changes on ${state.imageId}: save (S), or open ${imageId} again to discard them.`, "warn");
+    setStatus(`Unsaved changes on ${state.imageId}: save (S), or switch again within 10 s to discard them.`, "warn");
     return false;
   }
-  state.discardArmedFor = null;
+  state.discardArmedAt = -Infinity;
   const response = await fetch(api.imageUrl(imageId));
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
@@ -184,6 +186,7 @@ async function nextSample() {
     setStatus(`No image left for strategy ${strategy}.`, "warn");
     return;
   }
+  if (![...$("image-list").options].some((o) => o.value === id)) await refreshList(); // added since
   await openImage(id);
 }
 
