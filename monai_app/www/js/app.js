@@ -211,6 +211,7 @@ async function autoSegment() {
   if (!state.imageId) return;
   labels.snapshot(state.clicks);
   state.clicks = [];
+  state.interactive.pending = false; // clicks queued before this are dropped with the clicks
   const seq = ++state.seq;
   const imageId = state.imageId;
   const start = performance.now();
