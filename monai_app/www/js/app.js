@@ -159,6 +159,7 @@ async function openImage(imageId) {
   }
   const bitmap = await createImageBitmap(await response.blob());
   state.seq += 1;
+  state.interactive.pending = false;
   state.imageId = imageId;
   state.width = bitmap.width;
   state.height = bitmap.height;
