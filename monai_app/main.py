@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).resolve().parent
 REPO_DIR = APP_DIR.parent
+#: Name of the temporary file MONAI Label's ``/infer`` endpoint writes an uploaded image to.
+_UPLOAD_NAME = re.compile(r"tmp[a-z0-9_]{8}(\.[A-Za-z0-9]+){0,2}")
 
 
 def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -119,14 +122,20 @@ class FracsegApp(MONAILabelApp):
         """MONAI Label's inference, with the image checked first and input errors answered with 4xx.
 
         ``image`` must be a datastore id, or the temporary file MONAI Label's ``/infer`` endpoint made of
-        an uploaded ``file``: no other server path is read. An unreadable image is 422 naming it.
+        an uploaded ``file`` (``tempfile.NamedTemporaryFile`` name directly in the temporary folder): no
+        other server path is read. An unreadable image is 422 naming it.
         """
         image = request.get("image")
         if not isinstance(image, str) or not image:
             raise RequestRejected(BAD_REQUEST, "image: an image id (or an uploaded file) is required")
         store = datastore or self.datastore()
         upload = Path(image)
-        is_upload = upload.is_absolute() and upload.parent == Path(tempfile.gettempdir()) and upload.is_file()
+        is_upload = (
+            upload.is_absolute()
+            and upload.parent == Path(tempfile.gettempdir())
+            and _UPLOAD_NAME.fullmatch(upload.name) is not None
+            and upload.is_file()
+        )
         name = upload.name if is_upload else image
         if not is_upload:
             check_image_id(image)

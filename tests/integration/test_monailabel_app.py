@@ -114,6 +114,12 @@ def test_fracture_masks_equal_fracseg_infer_on_the_samples(client, tmp_path) -> 
         assert params["mask_pixels"] == int(mask.sum())
 
 
+def test_infer_on_an_uploaded_file_equals_the_datastore_image(client, tmp_path) -> None:
+    by_id = _mask(client.infer("fracture", "IMG0004151", {})[0], tmp_path)
+    uploaded = _mask(client.infer("fracture", "", {}, file=str(SAMPLES / "IMG0004151.jpg"))[0], tmp_path)
+    assert np.array_equal(by_id, uploaded)
+
+
 def test_foreground_click_recovers_a_missed_fracture(client, shared_data, tmp_path) -> None:
     source = shared_data / "fracatlas" / "images" / "Fractured" / f"{MISSED}.jpg"
     assert client.upload_image(str(source), MISSED)["image"] == MISSED
@@ -254,7 +260,9 @@ def test_ids_tags_and_names_that_leave_the_datastore_are_refused(server, tmp_pat
     # No id given: the name's final component becomes the id, so a traversal name cannot escape either.
     assert _put_image(server, None, sample, name="../../escaped.jpg").status_code == 200
     assert (server.datastore / "escaped.jpg").is_file()
-    for image in ("/etc/passwd", "../datastore_v2.json", "IMG0000288/../../x"):
+    outside = tmp_path / "tmpabcdefgh.jpg"  # a real file named like an upload, outside the temporary folder
+    shutil.copyfile(SAMPLES / "IMG0000288.jpg", outside)
+    for image in ("/etc/passwd", "../datastore_v2.json", "IMG0000288/../../x", str(outside)):
         reply = requests.post(f"{server.url}/infer/fracture", params={"image": image}, timeout=60)
         assert reply.status_code == 400, (image, reply.text)
     assert (
