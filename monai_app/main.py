@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import lib.configs
-from lib.datastore import FracsegDatastore, copy_bundle
+from lib.bundle_copy import copy_bundle
+from lib.datastore import FracsegDatastore
 from lib.errors import BAD_REQUEST, NOT_FOUND, UNPROCESSABLE, RequestRejected
 from lib.uploads import check_image_id
 from lib.web import install_web_routes

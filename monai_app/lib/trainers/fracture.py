@@ -5,7 +5,7 @@ overlay, the recipe of the shipped weights) on the datastore's ``final`` labels,
 current ``models/model.pt`` of the app's bundle copy. The bundle's best-metric saver replaces that file
 atomically; the infer tasks reload a model file whose modification time changed, so the next inference
 uses the new weights without a restart. The shipped ``bundle/`` is never written to (the app works on
-its own copy, :func:`lib.datastore.copy_bundle`).
+its own copy, :func:`lib.bundle_copy.copy_bundle`).
 """
 
 from __future__ import annotations
