@@ -1,18 +1,22 @@
-# fracseg: the two set-up commands of the README are `make demo` and `make test`.
+# fracseg: the two set-up commands of the README are `make demo` and `make test`; `make serve` starts the
+# MONAI Label app.
 # Both create .venv on first use (about 3-6 minutes: torch comes with monailabel's torchvision) and reuse
 # it afterwards; the venv is rebuilt only when pyproject.toml changes.
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Python 3.11 or 3.12 (3.13 is blocked while MONAI Label needs numpy<2).
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fracseg-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv demo test lint format clean system-tools
+.PHONY: venv demo serve test lint format clean system-tools
 
 # Debian tools the tests drive (command or file:package): dciodvfy validates DICOM SEG output; Orthanc
-# with its DICOMweb plugin is the DICOMweb server of the QIDO/WADO/STOW test (run in a network namespace).
-SYSTEM_TOOLS := dciodvfy:dicom3tools Orthanc:orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb
+# with its DICOMweb plugin is the DICOMweb server of the QIDO/WADO/STOW test (run in a network namespace);
+# chromium is the browser Playwright drives in the correction-page test (never a downloaded one).
+SYSTEM_TOOLS := dciodvfy:dicom3tools Orthanc:orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb \
+	chromium:chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
 
@@ -28,6 +32,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fracseg infer data/samples --output outputs/demo
 	@cat outputs/demo/predictions.csv
+
+## MONAI Label app (monai_app/) on http://$(HOST):$(PORT) with the shipped weights, a datastore seeded with
+## data/samples and the app's own bundle copy under $(SERVE_DIR). Loopback only unless HOST is changed.
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SERVE_DIR ?= outputs/monailabel
+serve: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/monailabel start_server --app monai_app \
+	  --studies $(SERVE_DIR)/datastore --host $(HOST) --port $(PORT) --uvicorn_app monai_app.asgi:app \
+	  --conf model_dir $(SERVE_DIR)/model
 
 ## Install missing Debian tools that the tests use (needs root or sudo; skipped when present). The
 ## packaged Orthanc service is stopped again: tests run their own Orthanc inside a network namespace.

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 FOREGROUND_CHANNEL = 0
 #: Guidance channel of background clicks.
 BACKGROUND_CHANNEL = 1
+#: Standard deviation (pixels, in the network's input frame) of a click's Gaussian; the trainer's default.
+CLICK_SIGMA = 3.0
 
 
 def _click_points(
@@ -75,11 +77,22 @@ def _render(points: list[tuple[int, int]], shape: tuple[int, int], sigma: float)
     return heat
 
 
+def render_clicks(
+    points: list[tuple[int, int]], shape: tuple[int, int], sigma: float = CLICK_SIGMA
+) -> np.ndarray:
+    """One guidance channel for clicks a user placed: unit-peak Gaussians at ``points`` (``(row, col)``
+    in the network's input frame) over an ``(H, W)`` grid, float32 in [0, 1]; zeros when no point.
+
+    The same rendering as the simulated clicks of training (:func:`simulate_clicks`).
+    """
+    return _render([(int(r), int(c)) for r, c in points], shape, sigma)
+
+
 def simulate_clicks(
     pred_mask: torch.Tensor,
     label: torch.Tensor,
     num_clicks: int = 1,
-    sigma: float = 3.0,
+    sigma: float = CLICK_SIGMA,
     generator: torch.Generator | None = None,
     threshold: float = 0.5,
 ) -> torch.Tensor:

@@ -31,7 +31,7 @@ from monai.utils.enums import CommonKeys as Keys
 from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
-from fracseg.engines.clicks import simulate_clicks
+from fracseg.engines.clicks import CLICK_SIGMA, simulate_clicks
 from fracseg.losses import AdversarialLoss, adversarial_weight_at
 from fracseg.networks.discriminator import discriminator_logits, soften_real_mask
 from fracseg.networks.generator import GENERATOR_IN_CHANNELS, with_empty_guidance
@@ -139,7 +139,7 @@ class ConditionalGanTrainer(Trainer):
         warmup_epochs: int = 0,
         ramp_epochs: int = 0,
         click_probability: float = 0.0,
-        click_sigma: float = 3.0,
+        click_sigma: float = CLICK_SIGMA,
         real_smoothing: float = 0.1,
         critic_every: int = 1,
         instance_noise: float = 0.0,

@@ -1,0 +1,3 @@
+from lib.activelearning.least_sure import LeastSure
+
+__all__ = ["LeastSure"]

@@ -1,0 +1,3 @@
+from lib.configs.fracture import Fracture
+
+__all__ = ["Fracture"]

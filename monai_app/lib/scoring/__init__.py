@@ -1,0 +1,3 @@
+from lib.scoring.fracture_uncertainty import FractureUncertainty
+
+__all__ = ["FractureUncertainty"]

@@ -1,0 +1,3 @@
+from lib.trainers.fracture import Fracture
+
+__all__ = ["Fracture"]

@@ -1,0 +1,142 @@
+"""App pieces without a server: click geometry, and labels that survive a process killed mid-save."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fracseg.transforms import letterbox_transforms
+from tests.helpers.monailabel_server import REPO
+
+APP = REPO / "monai_app"
+
+
+@pytest.fixture(scope="module")
+def clicks():
+    sys.path.insert(0, str(APP))
+    try:
+        import lib.clicks
+
+        yield lib.clicks
+    finally:
+        sys.path.remove(str(APP))
+
+
+@pytest.mark.parametrize("shape", [(454, 373), (373, 454), (1976, 1576), (100, 100), (9, 300)])
+def test_letterbox_point_lands_where_the_letterbox_moves_that_pixel(clicks, shape) -> None:
+    from monai.data import MetaTensor
+    from monai.transforms import Compose
+
+    letterbox = Compose(letterbox_transforms(spatial_size=64))
+    height, width = shape
+    for row, col in [(0, 0), (height - 1, width - 1), (height // 2, width // 3), (height // 5, width - 1)]:
+        image = np.zeros(shape, dtype=np.float32)
+        image[max(0, row - 1) : row + 2, max(0, col - 1) : col + 2] = 1.0  # a blob survives downsampling
+        boxed = letterbox({"image": MetaTensor(torch.from_numpy(image)[None])})["image"][0].numpy()
+        peak = np.unravel_index(int(np.argmax(boxed)), boxed.shape)
+        mapped = clicks.letterbox_point(row, col, shape, 64)
+        assert abs(mapped[0] - peak[0]) <= 1 and abs(mapped[1] - peak[1]) <= 1, (
+            shape,
+            (row, col),
+            mapped,
+            peak,
+        )
+
+
+def test_points_accept_slicer_and_page_forms_and_refuse_the_rest(clicks) -> None:
+    assert clicks.parse_points([[3, 5, 0], [7.0, 1]], "foreground", (10, 8)) == [(5, 3), (1, 7)]
+    assert clicks.parse_points(None, "background", (10, 8)) == []
+    for bad in ([[8, 0]], [[0, 10]], [[1, 1, 2]], [[True, 1]], [[float("nan"), 1]], {"x": 1}, [[1, 2, 3, 4]]):
+        with pytest.raises(clicks.RequestRejected) as caught:
+            clicks.parse_points(bad, "foreground", (10, 8))
+        assert caught.value.status_code == 422 and "foreground" in caught.value.detail
+    guidance = clicks.guidance([(5, 3)], [], (10, 8), 32)
+    assert (
+        guidance.shape == (2, 32, 32) and float(guidance[0].max()) == 1.0 and float(guidance[1].max()) == 0.0
+    )
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from PIL import Image
+    sys.path.insert(0, sys.argv[1])
+    from lib.datastore import FracsegDatastore
+
+    store = FracsegDatastore(sys.argv[2], auto_reload=False)
+    if "IMG0000288" not in store.list_images():
+        store.add_image("IMG0000288", sys.argv[3], {})
+    count = 0
+    while True:
+        store.save_label("IMG0000288", sys.argv[4 + count % 2], "final", {"n": count})
+        count += 1
+        print(count, flush=True)
+    """
+)
+
+
+def test_a_server_killed_mid_save_loses_no_earlier_label(tmp_path) -> None:
+    """Save labels in a loop in a child process and SIGKILL it at different moments: the stored label is
+    always one complete version, and the index stays readable and lists it."""
+    masks = []
+    for index in range(2):
+        mask = np.zeros((454, 373), dtype=np.uint8)
+        mask[10 + 100 * index : 60 + 100 * index, 20:300] = 255
+        Image.fromarray(mask).save(tmp_path / f"label{index}.png")
+        masks.append(mask > 0)
+    datastore = tmp_path / "datastore"
+    sample = REPO / "data" / "samples" / "IMG0000288.jpg"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for delay in (0.0, 0.1):
+        command = [sys.executable, "-c", CHILD, str(APP), str(datastore), str(sample)]
+        command += [str(tmp_path / "label0.png"), str(tmp_path / "label1.png")]
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, env=env, text=True)
+        for _ in range(3):  # let a few saves complete, then kill at some point within the next one
+            assert child.stdout.readline(), "the child stopped saving"
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        child.stdout.close()
+        stored = np.asarray(Image.open(datastore / "labels" / "final" / "IMG0000288.png")) > 0
+        assert any(np.array_equal(stored, m) for m in masks)
+        index = json.loads((datastore / "datastore_v2.json").read_text())
+        assert index["objects"]["IMG0000288"]["labels"]["final"]["info"]["name"] == "IMG0000288.png"
+
+
+def test_cors_only_for_configured_origins(monkeypatch) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from monailabel.config import settings
+    from starlette.middleware.cors import CORSMiddleware
+
+    from monai_app import asgi
+
+    def build(origins: list[str]) -> TestClient:
+        app = FastAPI()
+        app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_credentials=True)  # MONAI Label's
+        app.get("/info/")(lambda: {"ok": True})
+        monkeypatch.setattr(settings, "MONAI_LABEL_CORS_ORIGINS", origins)
+        asgi._configure(app)
+        return TestClient(app)
+
+    open_app = build([])
+    reply = open_app.get("/info/", headers={"Origin": "https://viewer.example.org"})
+    assert reply.status_code == 200 and "access-control-allow-origin" not in reply.headers
+    configured = build(["https://viewer.example.org"])
+    allowed = configured.get("/info/", headers={"Origin": "https://viewer.example.org"})
+    assert allowed.headers["access-control-allow-origin"] == "https://viewer.example.org"
+    other = configured.get("/info/", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    too_big = configured.put("/info/", headers={"Content-Length": str(asgi.MAX_BODY_BYTES + 1)}, content=b"")
+    assert too_big.status_code == 413
