@@ -105,7 +105,7 @@ class ClickStudy:
         """
         image = prepared["image"].as_tensor()[None].to(self.predictor.device)
         net_input = torch.cat([image, guidance[None].to(image.device, image.dtype)], dim=1)
-        probability = torch.sigmoid(self.predictor.network(net_input)).float().cpu()[0]
+        probability = self.predictor.infer(net_input)[0]  # guidance kept; the predictor's precision
         prediction = self.predictor.finish(prepared, probability)
         if guidance[FOREGROUND_CHANNEL].max() > 0:
             rule = dataclasses.replace(self.predictor.rule, score_threshold=0.0)
