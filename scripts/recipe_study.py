@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,12 +28,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ["bundle/configs/train.json", "bundle/configs/train_cpu.json"]
 
-#: Candidate recipes: overrides of train_cpu.json (which is the chosen one, so its entry is empty).
+#: Candidate recipes: overrides of train_cpu.json (the chosen one, "small-instance-noise", has none).
 CANDIDATES: dict[str, dict[str, Any]] = {
-    "small-fractured": {},
-    "small-with-negatives": {"train_keys": ["training", "negatives_train"], "val_interval": 3},
-    "large-fractured": {"generator_channels": [32, 64, 128, 256, 512], "val_interval": 2},
-    "small-instance-noise": {"instance_noise": 0.3},
+    "small-fractured": {"instance_noise": 0.0},
+    "small-with-negatives": {
+        "train_keys": ["training", "negatives_train"],
+        "val_interval": 3,
+        "instance_noise": 0.0,
+    },
+    "large-fractured": {
+        "generator_channels": [32, 64, 128, 256, 512],
+        "val_interval": 2,
+        "instance_noise": 0.0,
+    },
+    "small-instance-noise": {},
     "small-supervised": {"adversarial_weight": 0.0},
 }
 DEFAULT_ORDER = ["small-fractured", "small-with-negatives", "large-fractured", "small-instance-noise"]
@@ -93,6 +102,20 @@ def at_mark(rows: list[dict[str, Any]], minutes: float) -> dict[str, Any] | None
     return before[-1] if before else None
 
 
+def critic_accuracy(log: Path, last_epochs: int = 3) -> float:
+    """Mean logged critic patch accuracy (``d_acc``) over the last ``last_epochs`` epochs of a run's log."""
+    if not log.exists():
+        return float("nan")
+    pattern = r"Epoch: (\d+)/\d+, Iter: \d+/\d+ -- d_acc: ([0-9.na]+)"
+    found = re.findall(pattern, log.read_text(errors="replace"))
+    values = [(int(e), float(a)) for e, a in found if a != "nan"]
+    if not values:
+        return float("nan")
+    last = max(e for e, _ in values)
+    recent = [a for e, a in values if e > last - last_epochs]
+    return sum(recent) / len(recent)
+
+
 def report(args: argparse.Namespace) -> None:
     names = args.only or [n for n in CANDIDATES if (args.out / n / "curves.jsonl").exists()]
     curves = {n: read_curve(args.out / n / "curves.jsonl") for n in names}
@@ -117,6 +140,11 @@ def report(args: argparse.Namespace) -> None:
             best = max((r[metric] for r in rows), default=float("nan"))
             print(f"| {name} | " + " | ".join(cells) + f" | {last} | {best:.3f} |")
         print()
+    print("| recipe | critic patch accuracy, last 3 epochs |")
+    print("|---|---:|")
+    for name in curves:
+        print(f"| {name} | {critic_accuracy(args.out / f'{name}.log'):.3f} |")
+    print()
     if args.figure:
         import matplotlib
 
