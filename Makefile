@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fracseg-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv demo serve test lint format clean system-tools
+.PHONY: venv demo serve pacs-demo test lint format clean system-tools
 
 # Debian tools the tests drive (command or file:package): dciodvfy validates DICOM SEG output; Orthanc
 # with its DICOMweb plugin is the DICOMweb server of the QIDO/WADO/STOW test (run in a network namespace);
@@ -42,6 +42,14 @@ serve: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/monailabel start_server --app monai_app \
 	  --studies $(SERVE_DIR)/datastore --host $(HOST) --port $(PORT) --uvicorn_app monai_app.asgi:app \
 	  --conf model_dir $(SERVE_DIR)/model
+
+## The PACS in the loop: Orthanc (deploy/orthanc/orthanc.json) with the sample DICOMs and the app started
+## against it (--studies http://127.0.0.1:8042/dicom-web), both inside a private network namespace (Orthanc
+## binds every interface); the app is brought out on http://127.0.0.1:$(PORT). Ctrl+C stops everything.
+## Needs root (unshare --net) and the Debian orthanc + orthanc-dicomweb packages (make system-tools).
+PACS_DIR ?= outputs/pacs-demo
+pacs-demo: $(STAMP) system-tools
+	$(BIN)/python scripts/pacs_demo.py --port $(PORT) --work $(PACS_DIR)
 
 ## Install missing Debian tools that the tests use (needs root or sudo; skipped when present). The
 ## packaged Orthanc service is stopped again: tests run their own Orthanc inside a network namespace.

@@ -6,7 +6,7 @@ Usage: ``unshare --net python orthanc_app_scenario.py WORKDIR SHARED_DATA``. Wri
 the masks the app returned (``WORKDIR/masks/<sop>.*``), the labels sent (``WORKDIR/labels/<sop>.*``) and
 the SEGs found on the server (``WORKDIR/segs/<referenced sop>.dcm``). Steps:
 
-1. upload three CRs (MONOCHROME1, one JPEG lossless, one without file meta), a DX and a CT;
+1. upload four CRs (MONOCHROME1, JPEG lossless, JPEG 2000, one without file meta), a DX and a CT;
 2. start the app against the server; list the datastore; ``fracture`` inference on every image;
 3. save a final label the way 3D Slicer does (``.nii.gz``) and the way the page does (``.png``);
 4. stop Orthanc: save another label (kept locally, 502), list the datastore, infer an uncached id;
@@ -33,6 +33,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+from tests.helpers.dicom_factory import JPEG_2000, make_lossy_cr  # noqa: E402
 from tests.helpers.monailabel_server import running_server  # noqa: E402
 from tests.helpers.orthanc_scenario import PORT, _http, _interfaces, _upload, running_orthanc  # noqa: E402
 
@@ -62,6 +63,20 @@ def _label_files(work: Path, image: str, shape: tuple[int, int], rng: np.random.
     sitk.WriteImage(sitk.GetImageFromArray(mask[None]), str(nii), True)
     Image.fromarray(mask * 255).save(png)
     return {"nii": nii, "png": png}
+
+
+def _upload_jpeg2000(work: Path) -> dict[str, str]:
+    """A CR stored as irreversible JPEG 2000 (a FracAtlas sample's pixels), as lossy archives hold them."""
+    from fracseg.io import read_xray
+
+    pixels = (read_xray(REPO / "data" / "samples" / "IMG0004068.jpg").array * 255).round().astype(np.uint8)
+    ds = make_lossy_cr(pixels, JPEG_2000, method="ISO_15444_1")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.77.3"
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.77.3.0"
+    path = work / "upload_J2K.dcm"
+    ds.save_as(path, write_like_original=False)
+    _http("POST", "/instances", path.read_bytes())
+    return {ds.SOPInstanceUID: "CR"}
 
 
 def _segs_on_server(work: Path) -> list[dict]:
@@ -95,6 +110,7 @@ def main(work: Path, shared: Path) -> int:
     orthanc.__enter__()
     try:
         result["sent"] = _upload(work, shared, files)
+        result["sent"].update(_upload_jpeg2000(work))
         conf = {"dicomweb_cache": str(work / "cache"), "dicomweb_timeout": "10"}
         with running_server(work / "app", seed_dir=None, studies=URL, conf=conf) as app:
             objects = requests.get(f"{app.url}/datastore/", params={"output": "all"}, timeout=60).json()

@@ -1,10 +1,11 @@
 """The MONAI Label app on a real DICOMweb server (Orthanc), isolated in a network namespace (loopback only).
 
-The scenario (``tests/helpers/orthanc_app_scenario.py``) runs under ``unshare --net``: Orthanc gets three
-CRs (MONOCHROME1, JPEG lossless, one without file meta), a DX and a CT; the app starts with ``--studies
-http://127.0.0.1:8042/dicom-web`` (nothing downloaded: no dcmqi), runs ``fracture`` on every image, saves
-labels as 3D Slicer (``.nii.gz``) and the page (``.png``) do, survives Orthanc going down and coming back.
-This test checks the answers against ``fracseg``'s predictor on the same files and the SEGs on the server.
+The scenario (``tests/helpers/orthanc_app_scenario.py``) runs under ``unshare --net``: Orthanc gets four
+CRs (MONOCHROME1, JPEG lossless, JPEG 2000, one without file meta), a DX and a CT; the app starts with
+``--studies http://127.0.0.1:8042/dicom-web`` (nothing downloaded: no dcmqi), runs ``fracture`` on every
+image, saves labels as 3D Slicer (``.nii.gz``) and the page (``.png``) do, survives Orthanc going down and
+coming back. This test checks the answers against ``fracseg``'s predictor on the same files and the
+SEGs on the server.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def test_app_lists_cr_and_dx_of_the_server_only_on_loopback(scenario) -> None:
     work, result = scenario
     assert result["interfaces"] == ["lo"]
     wanted = {uid for uid, modality in result["sent"].items() if modality in ("CR", "DX")}
-    assert len(wanted) == 4 and set(result["listed"]) == wanted  # the CT is filtered out
+    assert len(wanted) == 5 and set(result["listed"]) == wanted  # the CT is filtered out
     assert result["dicomweb"]["error"] is None
     log = (work / "server.log").read_text(errors="replace")
     assert "dcmqi" not in log.lower()
@@ -75,7 +76,14 @@ def test_inference_through_the_datastore_equals_fracseg_on_the_same_files(scenar
         np.testing.assert_array_equal(got, expected, err_msg=image)
         nonempty += int(expected.any())
     transfer = {uid: str(pydicom.dcmread(p).file_meta.TransferSyntaxUID) for uid, p in sources.items()}
-    assert pydicom.uid.JPEGLosslessSV1 in transfer.values()  # a compressed source went through
+    cached = {
+        (ds := pydicom.dcmread(p, stop_before_pixels=True)).SOPInstanceUID: str(
+            ds.file_meta.TransferSyntaxUID
+        )
+        for p in (work / "cache" / ".dicomweb").rglob("*.dcm")
+    }
+    assert cached == {uid: ts for uid, ts in transfer.items() if uid in result["listed"]}  # not transcoded
+    assert {pydicom.uid.JPEGLosslessSV1, pydicom.uid.JPEG2000} <= set(transfer.values())  # compressed
     print(f"{nonempty} of {len(result['listed'])} masks non-empty")
 
 
