@@ -16,6 +16,8 @@ Start it with ``make serve`` (127.0.0.1:8000), or::
 - ``dicomweb_cache``: with ``--studies http://.../dicom-web``, the local cache of the server's images,
   labels and SEGs (default: ``outputs/monailabel/dicomweb/<md5 of the URL>`` of this repository).
 - ``dicomweb_modalities``: series modalities searched on the server (default ``CR,DX``).
+- ``dicomweb_studies``: comma-separated StudyInstanceUIDs to serve (default: every study on the server;
+  every matching instance is downloaded into the cache at start-up).
 - ``dicomweb_timeout``: seconds allowed for each request to the server (default 60; 5 to connect).
 
 ``--studies`` is a datastore folder, or a DICOMweb server (``http://127.0.0.1:8042/dicom-web``; see
@@ -114,6 +116,7 @@ class FracsegApp(MONAILabelApp):
             REPO_DIR / "outputs" / "monailabel" / "dicomweb" / digest
         )
         modalities = tuple(m.strip() for m in self.conf.get("dicomweb_modalities", "CR,DX").split(",") if m)
+        studies = tuple(u.strip() for u in self.conf.get("dicomweb_studies", "").split(",") if u.strip())
         try:
             read_timeout = float(self.conf.get("dicomweb_timeout", "60"))
         except ValueError as exc:
@@ -122,6 +125,7 @@ class FracsegApp(MONAILabelApp):
             url,
             cache,
             modalities=modalities,
+            studies=studies,
             timeout=(min(5.0, read_timeout), read_timeout),
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
         )

@@ -54,6 +54,7 @@ class DicomwebDatastore(FracsegDatastore):
         url: the server's DICOMweb root, e.g. ``http://127.0.0.1:8042/dicom-web``.
         cache_dir: local folder of the downloaded images, their labels and SEGs.
         modalities: series modalities that are images of this app.
+        studies: StudyInstanceUIDs to search (empty: every study on the server).
         timeout: seconds to connect and to wait for each read of every request.
         sync_interval: seconds between two searches of the server.
         retry_interval: seconds before a failed search is tried again.
@@ -65,6 +66,7 @@ class DicomwebDatastore(FracsegDatastore):
         url: str,
         cache_dir: str,
         modalities: tuple[str, ...] = dicomweb.DEFAULT_MODALITIES,
+        studies: tuple[str, ...] = (),
         timeout: float | tuple[float, float] = dicomweb.DEFAULT_TIMEOUT,
         sync_interval: float = 30.0,
         retry_interval: float = 5.0,
@@ -72,7 +74,7 @@ class DicomwebDatastore(FracsegDatastore):
     ) -> None:
         super().__init__(cache_dir, auto_reload=auto_reload)
         self.url = url.rstrip("/")
-        self.query = dicomweb.DicomwebQuery(self.url, modalities=modalities)
+        self.query = dicomweb.DicomwebQuery(self.url, modalities=modalities, studies=studies)
         self.client = dicomweb.connect(self.url, timeout=timeout, attempts=2)
         self.sync_interval = sync_interval
         self.retry_interval = retry_interval

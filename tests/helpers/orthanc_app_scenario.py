@@ -10,7 +10,8 @@ the SEGs found on the server (``WORKDIR/segs/<referenced sop>.dcm``). Steps:
 2. start the app against the server; list the datastore; ``fracture`` inference on every image;
 3. save a final label the way 3D Slicer does (``.nii.gz``) and the way the page does (``.png``);
 4. stop Orthanc: save another label (kept locally, 502), list the datastore, infer an uncached id;
-5. start Orthanc again: the next listing retries the STOW; collect the SEGs on the server.
+5. start Orthanc again: the next listing retries the STOW; the training datalist and the correction
+   page's image endpoint; collect the SEGs on the server.
 
 Everything started here (Orthanc, the app and its task processes) is stopped however the scenario ends.
 """
@@ -174,6 +175,11 @@ def main(work: Path, shared: Path) -> int:
                     k: v["labels"].get("final", {}).get("info") for k, v in listing["objects"].items()
                 },
             }
+            train = requests.get(f"{app.url}/datastore/", params={"output": "train"}, timeout=120).json()
+            result["train_datalist"] = sorted(Path(item["image"]).name for item in train)
+            page = requests.get(f"{app.url}/fracseg/api/image.png", params={"image": cr[0]}, timeout=60)
+            result["page_image"] = {"code": page.status_code, "type": page.headers.get("content-type")}
+            (work / "page_image.png").write_bytes(page.content)
             result["local_labels"] = sorted(p.name for p in (work / "cache" / "labels" / "final").glob("*"))
         result["segs_on_server"] = _segs_on_server(work)
         shutil.copy(work / "app" / "server.log", work / "server.log")

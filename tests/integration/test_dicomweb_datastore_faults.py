@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 
@@ -93,3 +94,36 @@ def test_misbehaving_server_gives_a_clear_error_in_bounded_time(datastore_module
         with pytest.raises(datastore_module.RequestRejected) as refused:
             store.image_path("1.2.3.4")
         assert refused.value.status_code == 503 and "not cached" in refused.value.detail
+
+
+class _EmptyQido(http.server.BaseHTTPRequestHandler):
+    paths: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        type(self).paths.append(self.path)
+        self.send_response(204)  # QIDO-RS: no match
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_search_is_narrowed_to_the_configured_studies_and_modalities(datastore_module, tmp_path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EmptyQido)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+        store = datastore_module.DicomwebDatastore(
+            url, str(tmp_path / "cache"), studies=("1.2.3", "4.5.6"), timeout=TIMEOUT, auto_reload=False
+        )
+        assert store.sync(force=True) == [] and store.last_error is None
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert sorted(_EmptyQido.paths) == [
+        f"/dicom-web/studies/{study}/series?Modality={modality}"
+        for study in ("1.2.3", "4.5.6")
+        for modality in ("CR", "DX")
+    ]

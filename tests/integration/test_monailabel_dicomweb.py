@@ -123,3 +123,14 @@ def test_server_down_keeps_the_label_answers_in_bounded_time_and_recovers(scenar
         assert step["seconds"] < 10
     assert result["list_back"]["dicomweb"]["error"] is None  # recovered; the retried SEG is on the server
     assert down["image"] in {s["references"] for s in result["segs_on_server"]}
+
+
+def test_training_datalist_and_correction_page_work_on_server_images(scenario) -> None:
+    work, result = scenario
+    labelled = set(result["save"]) | {result["save_down"]["image"]}
+    assert result["train_datalist"] == sorted(f"{image}.nii.gz" for image in labelled)  # what training reads
+    assert result["page_image"] == {"code": 200, "type": "image/png"}
+    image = next(iter(result["save"]))
+    shown = read_xray(work / "page_image.png").array
+    stored = read_xray(next((work / "cache").glob(f"{image}.nii.gz"))).array
+    assert shown.shape == stored.shape
