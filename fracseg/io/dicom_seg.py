@@ -187,6 +187,13 @@ def dicom_seg_dataset(
         pixel_measures=pixel_measures,
         omit_empty_frames=False,  # "no fracture found" is a result too: keep the (empty) frame
     )
+    if "FrameOfReferenceUID" not in seg and pixel_measures is not None:
+        # Viewers built on Cornerstone (OHIF 3.9+) read the pixel grid's orientation from the shared
+        # functional groups even for a projection image; the identity orientation of the source grid keeps
+        # the SEG valid (dciodvfy) and lets OHIF draw it over the CR/DX.
+        orientation = Dataset()
+        orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence = [orientation]
     if "PatientOrientation" not in seg:  # type 2C in General Image when there is no Frame of Reference
         seg.PatientOrientation = src.get("PatientOrientation", "")
     return seg
