@@ -78,7 +78,19 @@ def test_seg_for_the_sample_cr_and_a_synthetic_dx_without_patient_attributes(tmp
         0.143,
         0.143,
     ]
+    # the identity orientation of the source grid that OHIF needs to draw it (tests/integration/test_ohif.py)
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    assert [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient] == [
+        1,
+        0,
+        0,
+        0,
+        1,
+        0,
+    ]
     assert dciodvfy_errors(tmp_path / "dx_seg.dcm") == []
+    cr_seg = pydicom.dcmread(tmp_path / "cr_seg.dcm")  # no pixel spacing in the sample: no geometry at all
+    assert "PlaneOrientationSequence" not in cr_seg.SharedFunctionalGroupsSequence[0]
 
 
 def test_empty_mask_gives_a_valid_seg_with_one_empty_frame(tmp_path) -> None:
