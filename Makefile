@@ -46,11 +46,14 @@ serve: $(STAMP)
 
 ## The PACS in the loop: Orthanc (deploy/orthanc/orthanc.json) with the sample DICOMs and the app started
 ## against it (--studies http://127.0.0.1:8042/dicom-web), both inside a private network namespace (Orthanc
-## binds every interface); the app is brought out on http://127.0.0.1:$(PORT). Ctrl+C stops everything.
+## binds every interface); the app is brought out on http://127.0.0.1:$(PORT), OHIF (make ohif) on
+## http://127.0.0.1:$(OHIF_PORT). Ctrl+C stops everything.
 ## Needs root (unshare --net) and the Debian orthanc + orthanc-dicomweb packages (make system-tools).
 PACS_DIR ?= outputs/pacs-demo
-pacs-demo: $(STAMP) system-tools
-	$(BIN)/python scripts/pacs_demo.py --port $(PORT) --work $(PACS_DIR)
+OHIF_PORT ?= 3000
+pacs-demo: $(STAMP) system-tools ohif
+	$(BIN)/python scripts/pacs_demo.py --port $(PORT) --work $(PACS_DIR) \
+	  --ohif $(OHIF_DIR)/$(OHIF_VERSION)/dist --ohif-port $(OHIF_PORT)
 
 ## OHIF viewer (prebuilt @ohif/app from the npm registry, never committed) into $(OHIF_DIR)/dist; served by
 ## scripts/ohif_server.py with deploy/ohif/app-config.js (the local Orthanc). Downloaded once (about 47 MB).

@@ -7,7 +7,12 @@ socket (a UNIX socket is a file, so it crosses namespaces; nothing else does). C
 the relay, the app and Orthanc. Orthanc's configuration is ``deploy/orthanc/orthanc.json``; its storage
 and the app's cache live under ``--work``. Sample images: FracAtlas, CC BY 4.0 (Abedeen et al. 2023).
 
-Usage: ``python scripts/pacs_demo.py [--port 8000] [--work outputs/pacs-demo]``.
+With ``--ohif DIST`` (``make ohif`` installs it; ``make pacs-demo`` passes it when present), OHIF
+(``scripts/ohif_server.py``, DICOMweb forwarded to the same Orthanc) is brought out the same way on
+``127.0.0.1:OHIF_PORT``: the SEGs saved from the app can be viewed there over their CR/DX.
+
+Usage: ``python scripts/pacs_demo.py [--port 8000] [--work outputs/pacs-demo] [--ohif DIST]
+[--ohif-port 3000]``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ CONFIG = REPO / "deploy" / "orthanc" / "orthanc.json"
 SAMPLES = REPO / "data" / "samples"
 ORTHANC_PORT = 8042
 APP_PORT = 8000  # inside the namespace
+OHIF_PORT = 3000  # inside the namespace
 logger = logging.getLogger("pacs_demo")
 
 
@@ -99,8 +105,12 @@ def _upload_samples() -> int:
     return count
 
 
-def inside(work: Path, socket_path: Path) -> int:
-    """In the namespace: Orthanc, the samples, the app, and the relay from ``socket_path`` to the app."""
+async def _relays(pairs: list[tuple[dict, dict]]) -> None:
+    await asyncio.gather(*(_relay(listen, connect) for listen, connect in pairs))
+
+
+def inside(work: Path, socket_path: Path, ohif: Path | None) -> int:
+    """In the namespace: Orthanc, the samples, the app (and OHIF), and the relays from the UNIX sockets."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     storage = work / "orthanc-db"
     storage.mkdir(parents=True, exist_ok=True)
@@ -134,8 +144,18 @@ def inside(work: Path, socket_path: Path) -> int:
             )
         started.append(app)
         _wait(f"http://127.0.0.1:{APP_PORT}/info/", 300, app)
+        pairs = [({"path": str(socket_path)}, {"host": "127.0.0.1", "port": APP_PORT})]
+        if ohif is not None:
+            command = [sys.executable, str(REPO / "scripts" / "ohif_server.py"), str(ohif)]
+            command += ["--port", str(OHIF_PORT), "--orthanc", f"http://127.0.0.1:{ORTHANC_PORT}"]
+            with open(work / "ohif.log", "ab") as log:
+                started.append(subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True))
+            _wait(f"http://127.0.0.1:{OHIF_PORT}/app-config.js", 30, started[-1])
+            ohif_socket = socket_path.with_name("ohif.sock")
+            ohif_socket.unlink(missing_ok=True)
+            pairs.append(({"path": str(ohif_socket)}, {"host": "127.0.0.1", "port": OHIF_PORT}))
         socket_path.unlink(missing_ok=True)
-        asyncio.run(_relay({"path": str(socket_path)}, {"host": "127.0.0.1", "port": APP_PORT}))
+        asyncio.run(_relays(pairs))
     finally:
         for process in reversed(started):
             _stop(process)
@@ -146,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8000, help="port of the app on 127.0.0.1")
     parser.add_argument("--work", type=Path, default=REPO / "outputs" / "pacs-demo")
+    parser.add_argument("--ohif", type=Path, help="OHIF's dist/ folder (make ohif); also serve OHIF")
+    parser.add_argument("--ohif-port", type=int, default=3000, help="port of OHIF on 127.0.0.1")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -154,12 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     socket_path = work / "app.sock"
     if args.inside:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        return inside(work, socket_path)
+        return inside(work, socket_path, args.ohif.resolve() if args.ohif else None)
+    if args.ohif is not None and not (args.ohif / "index.html").is_file():
+        parser.error(f"{args.ohif}: no index.html (run `make ohif`)")
     socket_path.unlink(missing_ok=True)
-    namespace = subprocess.Popen(
-        ["unshare", "--net", sys.executable, __file__, "--inside", "--work", str(work)],
-        start_new_session=True,
-    )
+    ohif_socket = socket_path.with_name("ohif.sock")
+    ohif_socket.unlink(missing_ok=True)
+    command = ["unshare", "--net", sys.executable, __file__, "--inside", "--work", str(work)]
+    if args.ohif is not None:
+        command += ["--ohif", str(args.ohif.resolve())]
+    namespace = subprocess.Popen(command, start_new_session=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         deadline = time.monotonic() + 330
@@ -167,15 +193,20 @@ def main(argv: list[str] | None = None) -> int:
             if namespace.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the namespace did not start (exit {namespace.poll()}): see {work}/*.log")
             time.sleep(0.3)
+        pairs = [({"host": "127.0.0.1", "port": args.port}, {"path": str(socket_path)})]
+        if args.ohif is not None:
+            pairs.append(({"host": "127.0.0.1", "port": args.ohif_port}, {"path": str(ohif_socket)}))
+            logger.info("OHIF: http://127.0.0.1:%d", args.ohif_port)
         logger.info(
-            "app ready: http://127.0.0.1:%d (correction page /fracseg/); Ctrl+C stops everything", args.port
+            "app: http://127.0.0.1:%d (correction page /fracseg/); Ctrl+C stops everything", args.port
         )
-        asyncio.run(_relay({"host": "127.0.0.1", "port": args.port}, {"path": str(socket_path)}))
+        asyncio.run(_relays(pairs))
     except KeyboardInterrupt:
         pass
     finally:
         _stop(namespace)
         socket_path.unlink(missing_ok=True)
+        ohif_socket.unlink(missing_ok=True)
         logger.info("stopped")
     return 0
 

@@ -1,5 +1,5 @@
-"""``make pacs-demo`` (``scripts/pacs_demo.py``): Orthanc and the app in a private network namespace, the
-app brought out on 127.0.0.1; SIGTERM stops everything it started."""
+"""``make pacs-demo`` (``scripts/pacs_demo.py``): Orthanc, the app and OHIF in a private network namespace,
+the app and OHIF brought out on 127.0.0.1; SIGTERM stops everything it started."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import pytest
 import requests
 
 from tests.helpers.monailabel_server import REPO, free_port
+
+OHIF_DIST = Path(os.environ.get("OHIF_DIST", REPO / "outputs" / "ohif" / "3.12.0" / "dist"))
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +38,8 @@ def _processes_mentioning(text: str) -> list[str]:
 def test_pacs_demo_serves_the_samples_from_orthanc_and_stops_everything(tmp_path) -> None:
     for tool in ("Orthanc", "unshare", "ip"):
         assert shutil.which(tool), f"{tool} is missing: run `make system-tools`"
-    port, work = free_port(), tmp_path / "demo"
+    assert (OHIF_DIST / "index.html").is_file(), f"{OHIF_DIST}: no OHIF; run `make ohif`"
+    port, ohif_port, work = free_port(), free_port(), tmp_path / "demo"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = [
         sys.executable,
@@ -45,6 +48,10 @@ def test_pacs_demo_serves_the_samples_from_orthanc_and_stops_everything(tmp_path
         str(port),
         "--work",
         str(work),
+        "--ohif",
+        str(OHIF_DIST),
+        "--ohif-port",
+        str(ohif_port),
     ]
     demo = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -63,6 +70,10 @@ def test_pacs_demo_serves_the_samples_from_orthanc_and_stops_everything(tmp_path
         samples = sorted((REPO / "data" / "samples").glob("*.dcm"))
         wanted = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in samples}
         assert wanted and set(listing["objects"]) == wanted
+        ohif = f"http://127.0.0.1:{ohif_port}"
+        assert "fracseg Orthanc" in requests.get(f"{ohif}/app-config.js", timeout=30).text
+        studies = requests.get(f"{ohif}/dicom-web/studies", timeout=30).json()  # forwarded to Orthanc
+        assert len(studies) == len(samples)
         assert listing["dicomweb"] == {
             **listing["dicomweb"],
             "url": "http://127.0.0.1:8042/dicom-web",
