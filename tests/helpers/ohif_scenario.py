@@ -64,28 +64,42 @@ def main(work: Path, dist: Path, source_path: Path) -> int:
                 page = browser.new_page(viewport={"width": 1366, "height": 768})
                 page.on("console", lambda m: console.append(f"{m.type}: {m.text}"[:500]))
                 page.on("pageerror", lambda e: console.append(f"pageerror: {e}"[:500]))
+
+                def wait_console(text: str, seconds: float) -> bool:
+                    """Poll the console for ``text`` (OHIF logs its rendering milestones)."""
+                    deadline = time.monotonic() + seconds
+                    while time.monotonic() < deadline:
+                        if any(text in line for line in console):
+                            return True
+                        page.wait_for_timeout(200)
+                    return False
+
+                viewer = f"http://127.0.0.1:{port}/viewer?StudyInstanceUIDs={source.StudyInstanceUID}"
                 for _ in range(50):
                     try:
-                        page.goto(f"http://127.0.0.1:{port}/", timeout=5000)
+                        page.goto(viewer, timeout=5000)
                         break
                     except Exception:
                         time.sleep(0.2)
-                page.wait_for_timeout(5000)
-                page.screenshot(path=str(work / "ohif_list.png"))
-                page.goto(f"http://127.0.0.1:{port}/viewer?StudyInstanceUIDs={source.StudyInstanceUID}")
-                page.wait_for_timeout(15000)
+                result["first_image"] = wait_console("studyToFirstImage", 150)
+                page.wait_for_timeout(2000)  # let the image settle before the "before" screenshot
                 page.screenshot(path=str(work / "ohif_viewer.png"))
                 result["viewer_text"] = page.inner_text("body")[:3000]
                 if page.get_by_text("Skip all").count():
                     page.get_by_text("Skip all").first.click()
                 console.append("---- SEG double-clicked ----")
                 page.get_by_text("fracseg fracture mask").first.dblclick()
-                page.wait_for_timeout(15000)
+                accept = page.get_by_role("button", name="Yes")
+                try:
+                    accept.first.wait_for(timeout=30000)
+                except Exception:
+                    console.append("---- no prompt to open the SEG ----")
                 result["seg_text"] = page.inner_text("body")[:3000]
-                if page.get_by_role("button", name="Yes").count():
+                if accept.count():
                     console.append("---- Yes clicked ----")
-                    page.get_by_role("button", name="Yes").first.click()
-                    page.wait_for_timeout(10000)
+                    accept.first.click()
+                    result["labelmap"] = wait_console("segmentation representation", 20)
+                    page.wait_for_timeout(3000)  # drawn after the representation is added
                 page.screenshot(path=str(work / "ohif_seg.png"))
                 result["seg_loaded_text"] = page.inner_text("body")[:3000]
                 browser.close()

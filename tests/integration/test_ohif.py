@@ -21,6 +21,7 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -47,15 +48,21 @@ def test_ohif_draws_the_fracseg_seg_over_the_cr(tmp_path, shared_data) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "result.json").read_text())
+    assert result["first_image"], "OHIF did not display the CR"
     assert "fracseg fracture mask" in result["viewer_text"]  # the SEG series is listed beside the CR
+    assert result.get("labelmap"), "OHIF did not add the SEG as a labelmap"
     assert not [line for line in result["console"] if "error" in line.lower()], result["console"]
 
     before = np.asarray(Image.open(tmp_path / "ohif_viewer.png").convert("RGB"))
     after = np.asarray(Image.open(tmp_path / "ohif_seg.png").convert("RGB"))
     assert _red(before).sum() < 50  # nothing red before the SEG is loaded
-    red = _red(after)
-    rows, cols = np.nonzero(red)
-    assert red.sum() > 5000, red.sum()
+    labels, count = ndimage.label(_red(after))
+    assert count, "nothing red after loading the SEG"
+    sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=range(1, count + 1))
+    box = labels == 1 + int(np.argmax(sizes))  # the labelmap (toasts may add small reddish icons)
+    rows, cols = np.nonzero(box)
+    assert box.sum() > 5000, box.sum()
+    assert box.sum() > 0.8 * (np.ptp(rows) + 1) * (np.ptp(cols) + 1)  # a filled box, not scattered pixels
     # The mask is rows 1/3..1/2 and columns 1/3..1/2 of the CR: the red box has the mask's aspect ratio.
     ds = pydicom.dcmread(source, stop_before_pixels=True)
     box_aspect = (cols.max() - cols.min()) / (rows.max() - rows.min())
