@@ -81,8 +81,10 @@ def main(work: Path, dist: Path, source_path: Path) -> int:
                         break
                     except Exception:
                         time.sleep(0.2)
-                result["first_image"] = wait_console("studyToFirstImage", 150)
-                page.wait_for_timeout(2000)  # let the image settle before the "before" screenshot
+                # OHIF logs "studyToFirstImage" once the CR is drawn; headless, that sometimes waits for the
+                # first user interaction, so it is waited for again (and required) after the SEG is loaded
+                wait_console("studyToFirstImage", 20)
+                page.wait_for_timeout(2000)
                 page.screenshot(path=str(work / "ohif_viewer.png"))
                 result["viewer_text"] = page.inner_text("body")[:3000]
                 if page.get_by_text("Skip all").count():
@@ -98,8 +100,9 @@ def main(work: Path, dist: Path, source_path: Path) -> int:
                 if accept.count():
                     console.append("---- Yes clicked ----")
                     accept.first.click()
-                    result["labelmap"] = wait_console("segmentation representation", 20)
-                    page.wait_for_timeout(3000)  # drawn after the representation is added
+                    result["labelmap"] = wait_console("segmentation representation", 30)
+                result["first_image"] = wait_console("studyToFirstImage", 60)
+                page.wait_for_timeout(3000)  # the labelmap is drawn after its representation is added
                 page.screenshot(path=str(work / "ohif_seg.png"))
                 result["seg_loaded_text"] = page.inner_text("body")[:3000]
                 browser.close()
