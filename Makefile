@@ -10,13 +10,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fracseg-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv demo serve test lint format clean system-tools
+.PHONY: venv demo serve pacs-demo ohif test lint format clean system-tools
 
 # Debian tools the tests drive (command or file:package): dciodvfy validates DICOM SEG output; Orthanc
 # with its DICOMweb plugin is the DICOMweb server of the QIDO/WADO/STOW test (run in a network namespace);
-# chromium is the browser Playwright drives in the correction-page test (never a downloaded one).
+# chromium is the browser Playwright drives in the correction-page and OHIF tests (never a downloaded one); npm
+# fetches the prebuilt OHIF viewer (`make ohif`).
 SYSTEM_TOOLS := dciodvfy:dicom3tools Orthanc:orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb \
-	chromium:chromium
+	chromium:chromium npm:npm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
 
@@ -43,6 +44,28 @@ serve: $(STAMP)
 	  --studies $(SERVE_DIR)/datastore --host $(HOST) --port $(PORT) --uvicorn_app monai_app.asgi:app \
 	  --conf model_dir $(SERVE_DIR)/model
 
+## The PACS in the loop: Orthanc (deploy/orthanc/orthanc.json) with the sample DICOMs and the app started
+## against it (--studies http://127.0.0.1:8042/dicom-web), both inside a private network namespace (Orthanc
+## binds every interface); the app is brought out on http://127.0.0.1:$(PORT), OHIF (make ohif) on
+## http://127.0.0.1:$(OHIF_PORT). Ctrl+C stops everything.
+## Needs root (unshare --net) and the Debian orthanc + orthanc-dicomweb packages (make system-tools).
+PACS_DIR ?= outputs/pacs-demo
+OHIF_PORT ?= 3000
+pacs-demo: $(STAMP) system-tools ohif
+	$(BIN)/python scripts/pacs_demo.py --port $(PORT) --work $(PACS_DIR) \
+	  --ohif $(OHIF_DIR)/$(OHIF_VERSION)/dist --ohif-port $(OHIF_PORT)
+
+## OHIF viewer (prebuilt @ohif/app from the npm registry, never committed) into $(OHIF_DIR)/dist; served by
+## scripts/ohif_server.py with deploy/ohif/app-config.js (the local Orthanc). Downloaded once (about 47 MB).
+OHIF_VERSION ?= 3.12.0
+OHIF_DIR ?= outputs/ohif
+ohif: $(OHIF_DIR)/$(OHIF_VERSION)/dist/index.html
+$(OHIF_DIR)/$(OHIF_VERSION)/dist/index.html:
+	mkdir -p $(OHIF_DIR)/$(OHIF_VERSION)
+	cd $(OHIF_DIR)/$(OHIF_VERSION) && npm pack --silent @ohif/app@$(OHIF_VERSION) >/dev/null \
+	  && tar xzf ohif-app-$(OHIF_VERSION).tgz --strip-components=1 package/dist && rm ohif-app-$(OHIF_VERSION).tgz
+	test -f $@
+
 ## Install missing Debian tools that the tests use (needs root or sudo; skipped when present). The
 ## packaged Orthanc service is stopped again: tests run their own Orthanc inside a network namespace.
 system-tools:
@@ -55,7 +78,7 @@ system-tools:
 	fi
 
 ## Lint, then the whole test suite (reads ../shared/data like CI).
-test: $(STAMP) system-tools
+test: $(STAMP) system-tools ohif
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -12,6 +12,17 @@ Start it with ``make serve`` (127.0.0.1:8000), or::
   copied from ``bundle`` when absent, kept otherwise.
 - ``seed_dir``: folder of X-rays added to the datastore at start-up when their ids are new (default:
   ``data/samples``; empty to seed nothing). DICOM is converted on the way in (:mod:`lib.uploads`).
+  Not used with a DICOMweb server.
+- ``dicomweb_cache``: with ``--studies http://.../dicom-web``, the local cache of the server's images,
+  labels and SEGs (default: ``outputs/monailabel/dicomweb/<md5 of the URL>`` of this repository).
+- ``dicomweb_modalities``: series modalities searched on the server (default ``CR,DX``).
+- ``dicomweb_studies``: comma-separated StudyInstanceUIDs to serve (default: every study on the server;
+  every matching instance is downloaded into the cache at start-up).
+- ``dicomweb_timeout``: seconds allowed for each request to the server (default 60; 5 to connect).
+
+``--studies`` is a datastore folder, or a DICOMweb server (``http://127.0.0.1:8042/dicom-web``; see
+:mod:`lib.dicomweb_datastore`: CR/DX only, cached locally, final labels stored back as DICOM SEG, nothing
+downloaded from the internet: MONAI Label's dcmqi download is not used).
 
 Models: ``fracture`` (automatic; the same masks as ``fracseg infer``) and ``fracture_interactive``
 (clicks as guidance). Strategies: ``least_sure`` and ``random``. Nothing is downloaded at start-up.
@@ -21,6 +32,7 @@ FracAtlas (CC BY 4.0; Abedeen et al., Scientific Data 10, 521 (2023)) trained th
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import re
@@ -31,6 +43,7 @@ from typing import Any
 import lib.configs
 from lib.bundle_copy import copy_bundle
 from lib.datastore import FracsegDatastore
+from lib.dicomweb_datastore import DicomwebDatastore
 from lib.errors import BAD_REQUEST, NOT_FOUND, UNPROCESSABLE, RequestRejected
 from lib.uploads import check_image_id
 from lib.web import install_web_routes
@@ -82,10 +95,7 @@ class FracsegApp(MONAILabelApp):
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
-            raise MONAILabelException(
-                MONAILabelError.APP_INIT_ERROR,
-                "the fracseg app serves a local datastore folder; pass --studies DIR",
-            )
+            return self._init_dicomweb_datastore()
         datastore = FracsegDatastore(
             self.studies,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
@@ -96,6 +106,38 @@ class FracsegApp(MONAILabelApp):
             added = datastore.seed(seed_dir)
             if added:
                 logger.info("datastore seeded from %s: %s", seed_dir, ", ".join(added))
+        return datastore
+
+    def _init_dicomweb_datastore(self) -> DicomwebDatastore:
+        """The DICOMweb datastore (never MONAI Label's: that one downloads dcmqi at start-up)."""
+        url = self.studies.strip().rstrip("/")
+        digest = hashlib.md5(url.encode(), usedforsecurity=False).hexdigest()
+        cache = self.conf.get("dicomweb_cache") or str(
+            REPO_DIR / "outputs" / "monailabel" / "dicomweb" / digest
+        )
+        modalities = tuple(m.strip() for m in self.conf.get("dicomweb_modalities", "CR,DX").split(",") if m)
+        studies = tuple(u.strip() for u in self.conf.get("dicomweb_studies", "").split(",") if u.strip())
+        try:
+            read_timeout = float(self.conf.get("dicomweb_timeout", "60"))
+        except ValueError as exc:
+            raise MONAILabelException(MONAILabelError.APP_INIT_ERROR, f"dicomweb_timeout: {exc}") from exc
+        datastore = DicomwebDatastore(
+            url,
+            cache,
+            modalities=modalities,
+            studies=studies,
+            timeout=(min(5.0, read_timeout), read_timeout),
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+        )
+        added = datastore.sync(force=True)
+        logger.info(
+            "DICOMweb datastore %s (%s), cache %s: %d image(s) fetched%s",
+            url,
+            "/".join(modalities),
+            cache,
+            len(added),
+            f"; server error: {datastore.last_error}" if datastore.last_error else "",
+        )
         return datastore
 
     def init_infers(self) -> dict[str, Any]:

@@ -48,11 +48,36 @@ def _value(item: dict[str, Any], tag: str) -> str:
     return str(values[0])
 
 
-def connect(url: str) -> Any:
-    """A ``dicomweb_client`` client for ``url`` (e.g. ``http://127.0.0.1:8042/dicom-web``)."""
+#: Seconds to connect to the server and seconds to wait for each read (a bound on every request).
+DEFAULT_TIMEOUT = (5.0, 60.0)
+
+
+def _session_with_timeout(timeout: float | tuple[float, float]) -> Any:
+    """A ``requests`` session whose requests time out after ``timeout`` unless told otherwise."""
+    import requests
+
+    class _Session(requests.Session):
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", timeout)
+            return super().request(*args, **kwargs)
+
+    return _Session()
+
+
+def connect(url: str, timeout: float | tuple[float, float] = DEFAULT_TIMEOUT, attempts: int = 3) -> Any:
+    """A ``dicomweb_client`` client for ``url`` (e.g. ``http://127.0.0.1:8042/dicom-web``).
+
+    Every request gives up after ``timeout`` (connect, read) seconds and is tried ``attempts`` times
+    (0.5 s, 1 s, ... apart), so a server that is down or stalls yields an error in bounded time instead of
+    a hang (``dicomweb_client``'s own default is 5 attempts over 30 s).
+    """
     from dicomweb_client.api import DICOMwebClient
 
-    return DICOMwebClient(url=url.rstrip("/"))
+    client = DICOMwebClient(url=url.rstrip("/"), session=_session_with_timeout(timeout))
+    client.set_http_retry_params(
+        retry=attempts > 1, max_attempts=max(attempts, 1), wait_exponential_multiplier=250
+    )
+    return client
 
 
 def find_series(client: Any, query: DicomwebQuery) -> list[tuple[str, str, str]]:
@@ -77,34 +102,69 @@ def find_series(client: Any, query: DicomwebQuery) -> list[tuple[str, str, str]]
     return sorted(found)
 
 
-def download(client: Any, query: DicomwebQuery, output: Path) -> list[InputFile]:
-    """Fetch the matching instances into the cache under ``output``; return them as batch inputs."""
-    cache = output / CACHE_DIR
-    files: list[InputFile] = []
+def find_instances(client: Any, query: DicomwebQuery) -> list[tuple[str, str, str, str]]:
+    """``(study, series, sop, modality)`` of every instance of the matching series, in series order.
+
+    Raises:
+        DicomwebError: a search failed (the server is named with the reason).
+    """
+    found = []
     for study, series, modality in find_series(client, query):
-        folder = cache / study / series
         try:
             instances = client.search_for_instances(study_instance_uid=study, series_instance_uid=series)
         except Exception as exc:
             raise DicomwebError(
                 f"{query.url}: QIDO-RS instance search of series {series} failed: {exc}"
             ) from exc
-        for item in instances or []:
-            sop = _value(item, SOP_UID)
-            path = folder / f"{sop}.dcm"
-            if not path.exists():
-                try:
-                    dataset = client.retrieve_instance(
-                        study_instance_uid=study, series_instance_uid=series, sop_instance_uid=sop
-                    )
-                except Exception as exc:  # one bad instance must not stop the batch
-                    logger.error("%s: WADO-RS retrieve of %s failed: %s", query.url, sop, exc)
-                    continue
-                with atomic_path(path) as tmp:
-                    dataset.save_as(tmp, write_like_original=False)
-            files.append(InputFile(path, Path(study) / series / sop))
+        found.extend((study, series, _value(item, SOP_UID), modality) for item in instances or [])
         logger.info("series %s (%s): %d instance(s)", series, modality, len(instances or []))
+    return found
+
+
+def fetch_instance(client: Any, url: str, study: str, series: str, sop: str, path: Path) -> Path:
+    """WADO-RS retrieve one instance into ``path`` (atomically); an existing ``path`` is kept as is.
+
+    Raises:
+        DicomwebError: the retrieve failed (the server and the instance are named with the reason).
+    """
+    if not path.exists():
+        try:
+            dataset = client.retrieve_instance(
+                study_instance_uid=study, series_instance_uid=series, sop_instance_uid=sop
+            )
+        except Exception as exc:
+            raise DicomwebError(f"{url}: WADO-RS retrieve of {sop} failed: {exc}") from exc
+        with atomic_path(path) as tmp:
+            dataset.save_as(tmp, write_like_original=False)
+    return path
+
+
+def download(client: Any, query: DicomwebQuery, output: Path) -> list[InputFile]:
+    """Fetch the matching instances into the cache under ``output``; return them as batch inputs."""
+    cache = output / CACHE_DIR
+    files: list[InputFile] = []
+    for study, series, sop, _ in find_instances(client, query):
+        try:
+            path = fetch_instance(
+                client, query.url, study, series, sop, cache / study / series / f"{sop}.dcm"
+            )
+        except DicomwebError as exc:  # one bad instance must not stop the batch
+            logger.error("%s", exc)
+            continue
+        files.append(InputFile(path, Path(study) / series / sop))
     return files
+
+
+def store_dataset(client: Any, url: str, dataset: Any) -> None:
+    """STOW-RS one dataset.
+
+    Raises:
+        DicomwebError: the server refused it or could not be reached (named with the reason).
+    """
+    try:
+        client.store_instances(datasets=[dataset])
+    except Exception as exc:
+        raise DicomwebError(f"{url}: STOW-RS of {dataset.SOPInstanceUID} failed: {exc}") from exc
 
 
 def store_segs(client: Any, seg_paths: Sequence[Path], url: str) -> int:
@@ -112,8 +172,8 @@ def store_segs(client: Any, seg_paths: Sequence[Path], url: str) -> int:
     stored = 0
     for path in seg_paths:
         try:
-            client.store_instances(datasets=[pydicom.dcmread(path)])
+            store_dataset(client, url, pydicom.dcmread(path))
             stored += 1
         except Exception as exc:
-            logger.error("%s: STOW-RS of %s failed: %s", url, path, exc)
+            logger.error("STOW-RS of %s failed: %s", path, exc)
     return stored

@@ -123,6 +123,7 @@ def dicom_seg_dataset(
     mask: np.ndarray,
     source_path: str = "<dataset>",
     series_number: int = 9901,
+    corrected: bool = False,
 ) -> Dataset:
     """Build a binary SEG (one segment, "Fracture") for ``mask`` on the pixel grid of ``source``.
 
@@ -131,6 +132,8 @@ def dicom_seg_dataset(
         mask: ``(Rows, Columns)`` boolean mask on the source pixel grid.
         source_path: used in error messages.
         series_number: SEG series number.
+        corrected: the mask is the model's output corrected by a person (segment algorithm type
+            SEMIAUTOMATIC, series "fracseg fracture mask, corrected"), not the model's output alone.
 
     Raises:
         ImageReadError: the source cannot be referenced or the mask does not fit its grid.
@@ -148,7 +151,11 @@ def dicom_seg_dataset(
         segment_label="Fracture",
         segmented_property_category=hd.sr.CodedConcept(*CATEGORY),
         segmented_property_type=hd.sr.CodedConcept(*FRACTURE),
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_type=(
+            hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC
+            if corrected
+            else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+        ),
         algorithm_identification=hd.AlgorithmIdentificationSequence(
             name="fracseg",
             version=__version__,
@@ -174,27 +181,38 @@ def dicom_seg_dataset(
         manufacturer_model_name="fracseg fracture segmentation",
         software_versions=__version__,
         device_serial_number="0",
-        series_description="fracseg fracture mask",
+        series_description="fracseg fracture mask, corrected" if corrected else "fracseg fracture mask",
         content_label="FRACTURE",
         content_description="Fracture segmentation (fracseg, research use only)",
         pixel_measures=pixel_measures,
         omit_empty_frames=False,  # "no fracture found" is a result too: keep the (empty) frame
     )
+    if "FrameOfReferenceUID" not in seg and pixel_measures is not None:
+        # Viewers built on Cornerstone (OHIF 3.9+) read the pixel grid's orientation from the shared
+        # functional groups even for a projection image; the identity orientation of the source grid keeps
+        # the SEG valid (dciodvfy) and lets OHIF draw it over the CR/DX.
+        orientation = Dataset()
+        orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence = [orientation]
     if "PatientOrientation" not in seg:  # type 2C in General Image when there is no Frame of Reference
         seg.PatientOrientation = src.get("PatientOrientation", "")
     return seg
 
 
 def write_dicom_seg(
-    source_path: str | os.PathLike[str], mask: np.ndarray, out_path: str | os.PathLike[str]
+    source_path: str | os.PathLike[str],
+    mask: np.ndarray,
+    out_path: str | os.PathLike[str],
+    corrected: bool = False,
 ) -> Path:
-    """Read ``source_path``'s header, build its SEG for ``mask`` and write it atomically to ``out_path``."""
+    """Read ``source_path``'s header, build its SEG for ``mask`` and write it atomically to ``out_path``
+    (``corrected``: see :func:`dicom_seg_dataset`)."""
     source_path = os.fspath(source_path)
     try:
         source = pydicom.dcmread(source_path, stop_before_pixels=True, force=True)
     except Exception as exc:  # any parse failure is reported against the file
         raise ImageReadError(source_path, f"cannot read the DICOM header for the SEG: {exc}") from exc
-    seg = dicom_seg_dataset(source, mask, source_path)
+    seg = dicom_seg_dataset(source, mask, source_path, corrected=corrected)
     out = Path(out_path)
     with atomic_path(out) as tmp:
         seg.save_as(tmp, write_like_original=False)

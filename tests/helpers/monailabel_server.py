@@ -62,6 +62,8 @@ def running_server(
     seed_dir: Path | None = REPO / "data" / "samples",
     timeout: float = 180.0,
     env: dict | None = None,
+    studies: str | None = None,
+    conf: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     """Run the app under ``work`` (datastore, bundle copy, log) until the block ends.
 
@@ -70,6 +72,8 @@ def running_server(
         seed_dir: folder the datastore is seeded from (``None``: no seeding).
         timeout: seconds to wait for ``/info/`` to answer.
         env: extra environment variables (e.g. ``MONAI_LABEL_CORS_ORIGINS``).
+        studies: ``--studies`` (default: ``work/datastore``), e.g. a DICOMweb URL.
+        conf: further ``--conf`` settings of the app.
     """
     port = free_port()
     work.mkdir(parents=True, exist_ok=True)
@@ -97,7 +101,7 @@ def running_server(
         "--app",
         str(REPO / "monai_app"),
         "--studies",
-        str(server.datastore),
+        studies or str(server.datastore),
         "--host",
         "127.0.0.1",
         "--port",
@@ -111,6 +115,8 @@ def running_server(
         "seed_dir",
         str(seed_dir) if seed_dir else "",
     ]
+    for key, value in (conf or {}).items():
+        command += ["--conf", key, value]
     with open(server.log, "wb") as log:
         server.process = subprocess.Popen(
             command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -8,12 +8,14 @@ nothing outside it; Orthanc's DICOM port is disabled. Orthanc is stopped however
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +42,14 @@ def _interfaces() -> list[str]:
     return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if line.strip())
 
 
-def _upload(work: Path, shared: Path) -> dict[str, str]:
-    """Two CRs (one has no file meta, so re-save it), a DX and a CT that the default filter must skip."""
+def _upload(work: Path, shared: Path, files: Sequence[Path] = ()) -> dict[str, str]:
+    """Two CRs (one has no file meta, so re-save it), a DX and a CT that the default filter must skip;
+    ``files`` replace the two CRs. Each file sent is kept as ``work/upload*.dcm``; returns SOP -> modality."""
     sent = {}
-    files = [REPO / "data" / "samples" / "IMG0003766_CR.dcm", shared / "dicom" / "CR-MONO1-10-chest.dcm"]
+    files = files or [
+        REPO / "data" / "samples" / "IMG0003766_CR.dcm",
+        shared / "dicom" / "CR-MONO1-10-chest.dcm",
+    ]
     for i, path in enumerate(files):
         ds = pydicom.dcmread(path, force=True)
         if not getattr(ds, "file_meta", None) or "TransferSyntaxUID" not in ds.file_meta:
@@ -72,9 +78,11 @@ def _upload(work: Path, shared: Path) -> dict[str, str]:
     return sent
 
 
-def main(work: Path, shared: Path) -> int:
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    result: dict = {"interfaces": _interfaces()}
+@contextlib.contextmanager
+def running_orthanc(work: Path) -> Iterator[subprocess.Popen]:
+    """Orthanc with DICOMweb on port 8042 (storage in ``work/orthanc-db``, log ``work/orthanc.log``) until
+    the block ends; stopped however it ends. Run it inside ``unshare --net`` (it binds every interface).
+    Entering it again with the same ``work`` restarts the server on the same storage."""
     storage = work / "orthanc-db"
     storage.mkdir(parents=True, exist_ok=True)
     config = {
@@ -89,7 +97,7 @@ def main(work: Path, shared: Path) -> int:
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }
     (work / "orthanc.json").write_text(json.dumps(config))
-    log = (work / "orthanc.log").open("w")
+    log = (work / "orthanc.log").open("a")
     server = subprocess.Popen(
         [shutil.which("Orthanc") or "Orthanc", str(work / "orthanc.json")], stdout=log, stderr=log
     )
@@ -102,6 +110,21 @@ def main(work: Path, shared: Path) -> int:
                 time.sleep(0.2)
         else:
             raise RuntimeError("Orthanc did not start: see orthanc.log")
+        yield server
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+        log.close()
+
+
+def main(work: Path, shared: Path) -> int:
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    result: dict = {"interfaces": _interfaces()}
+    with running_orthanc(work):
         result["sent"] = _upload(work, shared)
         url = f"http://127.0.0.1:{PORT}/dicom-web"
         out = work / "out"
@@ -139,13 +162,6 @@ def main(work: Path, shared: Path) -> int:
                 ref = meta[0]["00081115"]["Value"][0]["0008114A"]["Value"][0]["00081155"]["Value"][0]
                 segs.append({"study": study, "sop": sop, "references": ref})
         result["segs_on_server"] = segs
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
     (work / "result.json").write_text(json.dumps(result, indent=1))
     return 0
 

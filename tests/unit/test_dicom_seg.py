@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,18 +10,11 @@ import pytest
 
 from fracseg.errors import ImageReadError
 from fracseg.io.dicom_seg import write_dicom_seg
+from tests.helpers.dciodvfy import dciodvfy_errors
 from tests.helpers.dicom_factory import JPEG_2000, JPEG_BASELINE, make_dataset, make_lossy_cr, save
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    """Error lines of dciodvfy (dicom3tools); the Makefile's test target installs it."""
-    tool = shutil.which("dciodvfy")
-    assert tool, "dciodvfy is missing: run `make system-tools` (Debian package dicom3tools)"
-    proc = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60)
-    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
 
 
 def _mask(rows: int, cols: int) -> np.ndarray:
@@ -87,7 +78,19 @@ def test_seg_for_the_sample_cr_and_a_synthetic_dx_without_patient_attributes(tmp
         0.143,
         0.143,
     ]
+    # the identity orientation of the source grid that OHIF needs to draw it (tests/integration/test_ohif.py)
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    assert [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient] == [
+        1,
+        0,
+        0,
+        0,
+        1,
+        0,
+    ]
     assert dciodvfy_errors(tmp_path / "dx_seg.dcm") == []
+    cr_seg = pydicom.dcmread(tmp_path / "cr_seg.dcm")  # no pixel spacing in the sample: no geometry at all
+    assert "PlaneOrientationSequence" not in cr_seg.SharedFunctionalGroupsSequence[0]
 
 
 def test_empty_mask_gives_a_valid_seg_with_one_empty_frame(tmp_path) -> None:
