@@ -26,7 +26,6 @@ and prints a table. FracAtlas (CC BY 4.0): Abedeen et al., Scientific Data 10, 5
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import platform
@@ -108,8 +107,7 @@ class ClickStudy:
         probability = self.predictor.infer(net_input)[0]  # guidance kept; the predictor's precision
         prediction = self.predictor.finish(prepared, probability)
         if guidance[FOREGROUND_CHANNEL].max() > 0:
-            rule = dataclasses.replace(self.predictor.rule, score_threshold=0.0)
-            return decide(prediction.probability, rule).mask
+            return decide(prediction.probability, self.predictor.rule.guided(foreground_clicks=True)).mask
         return prediction.mask
 
     def run(self, image: str, label: str, max_clicks: int, seed: int) -> dict[str, Any]:

@@ -14,11 +14,9 @@ import tempfile
 from pathlib import Path
 
 from fracseg.data import ensure_prepared, load_datalist
+from fracseg.data.fracatlas import SPLITS
 from fracseg.evaluation.agreement import compare_predictors, summarize_agreement
 from fracseg.inference import DEFAULT_BUNDLE, Predictor
-
-SPLITS = {"valid": ["validation", "negatives_valid"], "train": ["training", "negatives_train"]}
-SPLITS["test"] = ["test", "negatives_test"]
 
 
 def main() -> None:
@@ -29,7 +27,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N images")
     args = parser.parse_args()
     prepared = Path(tempfile.gettempdir()) / "fracseg-agreement-prepared"
-    items = load_datalist(ensure_prepared(args.root, prepared), SPLITS[args.split])[: args.limit]
+    items = load_datalist(
+        ensure_prepared(args.root, prepared), [SPLITS[args.split], f"negatives_{args.split}"]
+    )[: args.limit]
     weights = args.bundle / "models" / "model.pt"
     fp32 = Predictor(weights=weights, bundle=args.bundle, precision="fp32")
     bf16 = Predictor(weights=weights, bundle=args.bundle, precision="bf16")

@@ -15,7 +15,7 @@ All four settings live in ``bundle/configs/inference.json`` and are chosen on th
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,12 @@ class DecisionRule:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def guided(self, foreground_clicks: bool) -> DecisionRule:
+        """The rule for a click-guided prediction: once the annotator has placed a foreground click, a
+        fracture is there by their word, so the image-level gate (``score_threshold``) is off. Used by the
+        MONAI Label app's ``fracture_interactive`` and by ``scripts/click_study.py``."""
+        return replace(self, score_threshold=0.0) if foreground_clicks else self
 
 
 @dataclass

@@ -168,3 +168,16 @@ def test_crossfit_recovers_a_separable_split_and_is_honest_about_an_inseparable_
     inseparable = [_case(i % 2 == 0, float(rng.uniform(0.3, 0.95)), rng) for i in range(40)]
     fit = crossfit(inseparable, DecisionRule())
     assert fit["sensitivity"] + fit["specificity"] < 1.4
+
+
+def test_guided_rule_drops_only_the_image_gate_after_a_foreground_click() -> None:
+    from fracseg.inference.decision import DecisionRule, decide
+
+    rule = DecisionRule(threshold=0.5, score_threshold=0.9, score_top_pixels=1, min_region_pixels=0)
+    prob = np.zeros((8, 8), dtype=np.float32)
+    prob[2:4, 2:4] = 0.7  # above the pixel threshold, below the image gate
+    assert not decide(prob, rule).mask.any()
+    assert rule.guided(foreground_clicks=False) == rule
+    guided = rule.guided(foreground_clicks=True)
+    assert guided.score_threshold == 0.0 and guided.threshold == rule.threshold
+    assert decide(prob, guided).mask.sum() == 4

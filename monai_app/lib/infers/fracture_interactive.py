@@ -9,7 +9,6 @@ that request: the mask is the shared rule's pixel threshold and region filter.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,7 +44,7 @@ class FractureInteractive(Fracture):
         if data and data.get("clicks", {}).get("foreground"):
             for index, transform in enumerate(post):
                 if isinstance(transform, FractureDecisiond):
-                    rule = dataclasses.replace(transform.rule, score_threshold=0.0)
+                    rule = transform.rule.guided(foreground_clicks=True)
                     post[index] = FractureDecisiond(keys=transform.keys, **rule.to_dict())
         return post
 
