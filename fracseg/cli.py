@@ -180,7 +180,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if "calibration" in metrics:
         cal = metrics["calibration"]
         print(
-            f"  calibration (this split): threshold {cal['threshold']}, score_top_pixels "
+            f"  calibration (this split): threshold {cal['threshold']}, min_region_pixels "
+            f"{cal['min_region_pixels']}, score_top_pixels "
             f"{cal['score_top_pixels']}, score_threshold {cal['score_threshold']:.4f}"
         )
         fit = cal["crossfit"]

@@ -4,12 +4,18 @@ Each (arm, seed) is one ``python -m monai.bundle run training`` of the bundle wi
 config, followed by ``fracseg.evaluation.evaluate`` of its best checkpoint on the valid split with one
 fixed rule (:data:`EVAL_RULE`). Runs are resumable: a finished training (``train_seconds.json``) or
 evaluation (``eval_rule/metrics.json``) is not redone, an interrupted training resumes from its last
-checkpoint. The budget is equal epochs; ``--set time_budget_s=S`` adds a wall-clock cap per run (the
-table lists the epochs each run trained, so a capped run shows). All runs share one dataset preparation
+checkpoint. The budget is equal epochs, or with ``--budget S`` an equal wall-clock budget per run
+(``time_budget_s``; the table lists the epochs each run trained). ``--cpus 0,1`` runs the arms of one
+seed at the same time, each pinned to its own CPU with one thread, so both arms see the same machine
+load. ``--calibrate`` also lets each run choose its own rule on one half of valid and measures it on
+the other (cross-fitted Dice, sensitivity, specificity), which is fairer than one fixed rule when the
+arms' probabilities sit at different levels. Each run's last learning-curve row (best-threshold Dice,
+pixel AP, AUROC at the 512² letterbox) is reported too. All runs share one dataset preparation
 (``<out>/prepared``). Prints a table of mean ± sd over seeds and writes ``summary.json``::
 
     python scripts/ablation.py --out runs/ablation --seeds 0 1 2 --epochs 8 \\
         --config bundle/configs/train_cpu.json --set warmup_epochs=2 ramp_epochs=2
+    python scripts/ablation.py --out runs/ablation_cpu --seeds 0 1 2 --budget 1500 --cpus 0,1 --calibrate
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -62,7 +69,7 @@ def epochs_completed(log: Path) -> int:
     return max(done, default=0)
 
 
-def _train(
+def _train_command(
     run_dir: Path,
     config: str,
     dataset: str,
@@ -70,7 +77,7 @@ def _train(
     epochs: int,
     weight: float | None,
     extra: list[str],
-) -> float:
+) -> list[str]:
     configs = str([str(REPO / "bundle" / "configs" / "train.json"), config])
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", configs]
     cmd += ["--dataset_dir", str(Path(dataset).resolve())]
@@ -82,12 +89,36 @@ def _train(
     for item in extra:
         key, value = item.split("=", 1)
         cmd += [f"--{key}", value]
-    start = time.perf_counter()
-    with (run_dir / "train.log").open("a") as log:
+    return cmd
+
+
+def _launch(cmd: list[str], run_dir: Path, cpu: int | None) -> subprocess.Popen:
+    """Start one training, logging to ``<run_dir>/train.log``; pinned to ``cpu`` with one thread if given."""
+    env = dict(os.environ)
+    preexec = None
+    if cpu is not None:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = "1"
+        preexec = lambda: os.sched_setaffinity(0, {cpu})  # noqa: E731
+    with (run_dir / "train.log").open("a") as log:  # the child keeps its own copy of the descriptor
         log.write(" ".join(cmd) + "\n")
         log.flush()
-        subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True, cwd=REPO)
-    return time.perf_counter() - start
+        return subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env, preexec_fn=preexec
+        )
+
+
+def _finish_training(run_dir: Path, proc: subprocess.Popen, start: float) -> None:
+    code = proc.wait()
+    if code != 0:
+        raise SystemExit(f"training in {run_dir} failed with exit code {code}: see {run_dir / 'train.log'}")
+    (run_dir / "train_seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
+
+
+def last_curve_row(run_dir: Path) -> dict:
+    """The run's last validation row of ``curves.jsonl`` (empty when the run wrote none)."""
+    path = run_dir / "curves.jsonl"
+    rows = path.read_text().splitlines() if path.exists() else []
+    return json.loads(rows[-1]) if rows else {}
 
 
 def main() -> int:
@@ -102,10 +133,21 @@ def main() -> int:
     )
     parser.add_argument("--config", default=str(REPO / "bundle" / "configs" / "train_cpu.json"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=None, help="default 8, or 400 (a cap) with --budget")
     parser.add_argument("--set", nargs="*", default=[], help="extra bundle overrides key=value")
     parser.add_argument("--device", default=None, help="evaluation device (default: cuda when present)")
+    parser.add_argument(
+        "--budget", type=float, default=0.0, help="time_budget_s per run (then --epochs is only a cap)"
+    )
+    parser.add_argument("--cpus", default=None, help="run a seed's arms at once, one per CPU: e.g. 0,1")
+    parser.add_argument("--calibrate", action="store_true", help="cross-fitted rule per run as well")
     args = parser.parse_args()
+    if args.epochs is None:
+        args.epochs = 400 if args.budget > 0 else 8
+    extra = list(args.set)
+    if args.budget > 0:
+        extra.append(f"time_budget_s={args.budget}")
+    cpus = [int(c) for c in args.cpus.split(",")] if args.cpus else []
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out)
@@ -119,15 +161,26 @@ def main() -> int:
             warmup = int(item.split("=", 1)[1])
     results: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     for seed in args.seeds:
-        for arm, weight in ARMS.items():
-            run_dir = out / f"{arm}_seed{seed}"
+        runs = {arm: out / f"{arm}_seed{seed}" for arm in ARMS}
+        pending: list[tuple[Path, subprocess.Popen, float]] = []
+        for i, (arm, weight) in enumerate(ARMS.items()):
+            run_dir = runs[arm]
             run_dir.mkdir(parents=True, exist_ok=True)
+            if (run_dir / "train_seconds.json").exists():
+                continue
+            cmd = _train_command(run_dir, args.config, args.dataset, seed, args.epochs, weight, extra)
+            start = time.perf_counter()
+            pending.append((run_dir, _launch(cmd, run_dir, cpus[i % len(cpus)] if cpus else None), start))
+            if len(cpus) < 2:  # one at a time
+                _finish_training(*pending.pop())
+        for item in pending:
+            _finish_training(*item)
+        for arm in ARMS:
+            run_dir = runs[arm]
             metrics_path = run_dir / "eval_rule" / "metrics.json"
-            done_path = run_dir / "train_seconds.json"
-            if not done_path.exists():
-                seconds = _train(run_dir, args.config, args.dataset, seed, args.epochs, weight, args.set)
-                done_path.write_text(json.dumps({"seconds": seconds}))
-            if not metrics_path.exists():
+            if not metrics_path.exists() or (
+                args.calibrate and "calibration" not in json.loads(metrics_path.read_text())
+            ):
                 network = build_generator(channels=channels)
                 predictor = Predictor(
                     weights=run_dir / "models" / "model.pt",
@@ -135,39 +188,72 @@ def main() -> int:
                     rule=EVAL_RULE,
                     device=device,
                 )
-                evaluate(args.dataset, "valid", metrics_path.parent, predictor, prepared=out / "prepared")
+                evaluate(
+                    args.dataset,
+                    "valid",
+                    metrics_path.parent,
+                    predictor,
+                    prepared=out / "prepared",
+                    calibrate_rule=args.calibrate,
+                )
             metrics = json.loads(metrics_path.read_text())
-            results[arm].append(
-                {
-                    "seed": seed,
-                    "dice": metrics["pixel"]["dice"]["mean"],
-                    "auroc": metrics["image"]["auroc"],
-                    "ap50": metrics["instance"]["mask_ap50"],
-                    "epoch_seconds": fastest_epoch_seconds(run_dir / "train.log", after_epoch=warmup),
-                    "epochs": epochs_completed(run_dir / "train.log"),
-                }
-            )
-            print(f"{arm} seed {seed}: {results[arm][-1]}", flush=True)
+            curve = last_curve_row(run_dir)
+            row = {
+                "seed": seed,
+                "dice": metrics["pixel"]["dice"]["mean"],
+                "auroc": metrics["image"]["auroc"],
+                "ap50": metrics["instance"]["mask_ap50"],
+                "epoch_seconds": fastest_epoch_seconds(run_dir / "train.log", after_epoch=warmup),
+                "epochs": epochs_completed(run_dir / "train.log"),
+                "curve_best_dice": curve.get("val_best_dice"),
+                "curve_pixel_ap": curve.get("val_pixel_ap"),
+                "curve_auroc": curve.get("val_auroc"),
+            }
+            if "calibration" in metrics:
+                fit = metrics["calibration"]["crossfit"]
+                row.update(
+                    crossfit_dice=fit["dice_mean"],
+                    crossfit_sensitivity=fit["sensitivity"],
+                    crossfit_specificity=fit["specificity"],
+                )
+            results[arm].append(row)
+            print(f"{arm} seed {seed}: {row}", flush=True)
+    columns = [
+        ("dice", "valid Dice (rule 0.5)"),
+        ("auroc", "AUROC"),
+        ("ap50", "mask AP50"),
+        ("curve_best_dice", "best-threshold Dice (512²)"),
+        ("curve_pixel_ap", "pixel AP (512²)"),
+        ("crossfit_dice", "cross-fitted Dice"),
+        ("crossfit_specificity", "cross-fitted specificity"),
+        ("epoch_seconds", "fastest epoch after warm-up (s)"),
+    ]
+    present = [
+        (k, title)
+        for k, title in columns
+        if any(r.get(k) is not None for rows in results.values() for r in rows)
+    ]
     table = [
-        "| arm | seeds | valid Dice | AUROC | mask AP50 | fastest epoch after warm-up (s) | epochs |",
-        "|---|---|---|---|---|---|---|",
+        "| arm | seeds | " + " | ".join(title for _, title in present) + " | epochs |",
+        "|---|---|" + "---|" * len(present) + "---|",
     ]
     summary = {}
     for arm, rows in results.items():
         cell = {}
-        for key in ("dice", "auroc", "ap50", "epoch_seconds"):
-            values = np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
+        for key, _ in present:
+            values = np.array([np.nan if r.get(key) is None else r[key] for r in rows], dtype=float)
             cell[key] = (
                 float(np.nanmean(values)),
                 float(np.nanstd(values, ddof=1)) if len(values) > 1 else 0.0,
             )
         summary[arm] = {"runs": rows, "mean_sd": cell}
+        digits = {"epoch_seconds": 1}
         table.append(
-            f"| {arm} | {len(rows)} | {cell['dice'][0]:.3f} ± {cell['dice'][1]:.3f} | "
-            f"{cell['auroc'][0]:.3f} ± {cell['auroc'][1]:.3f} | "
-            f"{cell['ap50'][0]:.3f} ± {cell['ap50'][1]:.3f} | "
-            f"{cell['epoch_seconds'][0]:.1f} ± {cell['epoch_seconds'][1]:.1f} | "
-            f"{' '.join(str(r['epochs']) for r in rows)} |"
+            f"| {arm} | {len(rows)} | "
+            + " | ".join(
+                f"{cell[k][0]:.{digits.get(k, 3)}f} ± {cell[k][1]:.{digits.get(k, 3)}f}" for k, _ in present
+            )
+            + f" | {' '.join(str(r['epochs']) for r in rows)} |"
         )
     print("\n".join(table))
     (out / "summary.json").write_text(

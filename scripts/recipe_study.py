@@ -6,6 +6,7 @@ against training time).
     python scripts/recipe_study.py run --budget 1500 --cpus 0            # every candidate, one after another
     python scripts/recipe_study.py run --budget 1500 --only large-fractured
     python scripts/recipe_study.py report --figure bundle/docs/recipe_curves.png
+    python scripts/recipe_study.py report --runs runs/release --marks 15 30 60 90 120   # any run folders
 
 Each run is ``python -m monai.bundle run training --config_file [train.json, train_cpu.json]
 --<overrides> --time_budget_s B --seed S --output_dir runs/recipes/<name>``, so a candidate is nothing
@@ -117,10 +118,17 @@ def critic_accuracy(log: Path, last_epochs: int = 3) -> float:
 
 
 def report(args: argparse.Namespace) -> None:
-    names = args.only or [n for n in CANDIDATES if (args.out / n / "curves.jsonl").exists()]
-    curves = {n: read_curve(args.out / n / "curves.jsonl") for n in names}
-    print(f"CPU: {cpu_model()}; runs under {args.out}\n")
-    header = "| recipe | " + " | ".join(f"{m} min" for m in MARKS) + " | at the end (training min) | best |"
+    if args.runs:  # run folders of any training (curves.jsonl + train.log), named by folder
+        folders = {Path(d).name: Path(d) for d in args.runs}
+        logs = {n: d / "train.log" for n, d in folders.items()}
+    else:
+        names = args.only or [n for n in CANDIDATES if (args.out / n / "curves.jsonl").exists()]
+        folders = {n: args.out / n for n in names}
+        logs = {n: args.out / f"{n}.log" for n in names}
+    curves = {n: read_curve(d / "curves.jsonl") for n, d in folders.items()}
+    marks = args.marks or MARKS
+    print(f"CPU: {cpu_model()}; runs: {', '.join(str(d) for d in folders.values())}\n")
+    header = "| recipe | " + " | ".join(f"{m:g} min" for m in marks) + " | at the end (training min) | best |"
     for metric, label in (
         ("val_best_dice", "Dice at the best threshold"),
         ("val_dice_05", "Dice at 0.5"),
@@ -129,11 +137,11 @@ def report(args: argparse.Namespace) -> None:
     ):
         print(f"**{label}** (valid, 512² letterbox), by training minutes\n")
         print(header)
-        print("|---|" + "---:|" * (len(MARKS) + 2))
+        print("|---|" + "---:|" * (len(marks) + 2))
         for name, rows in curves.items():
             end = rows[-1]["train_seconds"] if rows else 0.0
             cells = []
-            for m in MARKS:
+            for m in marks:
                 r = at_mark(rows, m) if m * 60 <= end + 60 else None
                 cells.append(f"{r[metric]:.3f}" if r else "–")
             last = f"{rows[-1][metric]:.3f} ({end / 60:.1f})" if rows else "–"
@@ -143,7 +151,7 @@ def report(args: argparse.Namespace) -> None:
     print("| recipe | critic patch accuracy, last 3 epochs |")
     print("|---|---:|")
     for name in curves:
-        print(f"| {name} | {critic_accuracy(args.out / f'{name}.log'):.3f} |")
+        print(f"| {name} | {critic_accuracy(logs[name]):.3f} |")
     print()
     if args.figure:
         import matplotlib
@@ -183,6 +191,8 @@ def main() -> None:
             p.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "fracatlas"))
         else:
             p.add_argument("--figure", type=Path, default=None)
+            p.add_argument("--runs", nargs="+", type=Path, help="run folders instead of the candidates")
+            p.add_argument("--marks", nargs="+", type=float, help=f"training minutes (default {MARKS})")
     args = parser.parse_args()
     args.func(args)
 

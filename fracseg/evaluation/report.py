@@ -163,6 +163,9 @@ def markdown(metrics: dict[str, Any], figures: list[str], grid: str | None) -> s
             f"- pixel threshold {cal['threshold']} (mean Dice by threshold: "
             + ", ".join(f"{t}: {_fmt(v)}" for t, v in cal["mean_dice_by_threshold"].items())
             + ")",
+            f"- minimum region {cal.get('min_region_pixels', 0)} px (mean Dice by minimum region: "
+            + ", ".join(f"{m}: {_fmt(v)}" for m, v in cal.get("mean_dice_by_min_region_pixels", {}).items())
+            + ")",
             f"- score = mean of top {cal['score_top_pixels']} px (AUROC by k: "
             + ", ".join(f"{k}: {_fmt(v)}" for k, v in cal["auroc_by_top_pixels"].items())
             + ")",

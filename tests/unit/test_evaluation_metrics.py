@@ -162,12 +162,35 @@ def test_crossfit_recovers_a_separable_split_and_is_honest_about_an_inseparable_
 
     rng = np.random.default_rng(0)
     separable = [_case(True, 0.95, rng) for _ in range(10)] + [_case(False, 0.3, rng) for _ in range(10)]
-    fit = crossfit(separable, DecisionRule())
+    fit = crossfit(separable)
     assert fit["sensitivity"] == 1.0 and fit["specificity"] == 1.0 and fit["dice_mean"] == pytest.approx(1.0)
     # identical score distributions: whatever rule one half picks, the other half cannot do better than chance
     inseparable = [_case(i % 2 == 0, float(rng.uniform(0.3, 0.95)), rng) for i in range(40)]
-    fit = crossfit(inseparable, DecisionRule())
+    fit = crossfit(inseparable)
     assert fit["sensitivity"] + fit["specificity"] < 1.4
+
+
+def test_calibration_drops_specks_only_while_they_cost_no_dice() -> None:
+    from fracseg.evaluation.evaluate import Case, calibrate
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for _ in range(6):
+        truth = np.zeros((64, 64), dtype=bool)
+        truth[10:30, 10:30] = True  # a 400-pixel fracture
+        probability = np.full((64, 64), 0.05, dtype=np.float32)
+        probability[10:30, 10:30] = 0.9
+        for y, x in rng.integers(35, 60, size=(3, 2)):
+            probability[y : y + 3, x : x + 3] = 0.9  # 9-pixel false-positive specks
+        cases.append(Case(row={"fractured": 1}, probability=probability, truth=truth))
+        cases.append(
+            Case(row={"fractured": 0}, probability=np.full((64, 64), 0.05, np.float32), truth=truth & False)
+        )
+    chosen = calibrate(cases)
+    by_size = chosen["mean_dice_by_min_region_pixels"]
+    assert by_size[32] > by_size[0]  # the specks cost Dice; dropping them helps
+    assert by_size[512] == 0.0  # the 400-pixel fracture is gone too
+    assert chosen["min_region_pixels"] == 256  # the largest size that keeps the fracture
 
 
 def test_guided_rule_drops_only_the_image_gate_after_a_foreground_click() -> None:
