@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
-from fracseg.inference.outputs import overlay_rgb
+from fracseg.inference.outputs import mask_outline, overlay_rgb
 from fracseg.io import read_xray
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
@@ -50,10 +49,7 @@ def _row(tiles: list[Image.Image], height: int = 360) -> Image.Image:
 def _with_truth(overlay: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Outline the ground-truth mask in green on an overlay of the same size."""
     out = overlay.copy()
-    m = truth > 0
-    if m.any():
-        width = max(1, round(max(m.shape) / 300))
-        out[m & ~ndimage.binary_erosion(m, iterations=width)] = TRUTH_RGB
+    out[mask_outline(truth, per_pixels=300)] = TRUTH_RGB
     return out
 
 

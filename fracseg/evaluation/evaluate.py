@@ -35,7 +35,7 @@ from fracseg.evaluation.metrics import (
     summarize,
     youden_threshold,
 )
-from fracseg.inference.decision import DecisionRule, decide, find_regions, fracture_score
+from fracseg.inference.decision import DecisionRule, decide, fracture_score
 from fracseg.inference.predictor import Predictor
 from fracseg.io import read_xray, write_csv_atomic, write_json_atomic
 
@@ -250,11 +250,6 @@ def confidence_intervals(
     return {name: bootstrap_ci(fn, n_pos, n_neg, reps=reps) for name, fn in statistics.items()}
 
 
-def _kept_regions(probability: np.ndarray, threshold: float, min_pixels: int) -> np.ndarray:
-    """The thresholded mask without its regions smaller than ``min_pixels``."""
-    return find_regions(probability >= threshold, probability, min_pixels)[0] > 0
-
-
 def calibrate(cases: list[Case], target_sensitivity: float = 0.85) -> dict[str, Any]:
     """Choose the decision rule on this split (use on valid only).
 
@@ -272,7 +267,8 @@ def calibrate(cases: list[Case], target_sensitivity: float = 0.85) -> dict[str, 
     threshold = max(dice_at, key=lambda t: (dice_at[t], -t))
     dice_by_region: dict[int, float] = {}
     for m in CALIBRATION_MIN_REGIONS:
-        kept = [_kept_regions(c.probability, threshold, m) for c in fractured]
+        ungated = DecisionRule(threshold=threshold, score_threshold=0.0, min_region_pixels=m)
+        kept = [decide(c.probability, ungated).mask for c in fractured]
         dice_by_region[m] = float(
             np.mean([pixel_metrics(k, c.truth)["dice"] for k, c in zip(kept, fractured, strict=True)])
         )

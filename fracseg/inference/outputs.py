@@ -51,11 +51,17 @@ def overlay_rgb(
         inside = m[rows]
         rgb[inside] = (1 - alpha) * rgb[inside] + alpha * FILL_RGB
         out[rows] = rgb.clip(0, 255).astype(np.uint8)
-    if m.any():
-        width = max(1, round(max(m.shape) / 400))
-        outline = m & ~ndimage.binary_erosion(m, iterations=width)
-        out[outline] = OUTLINE_RGB
+    out[mask_outline(m, per_pixels=400)] = OUTLINE_RGB
     return out
+
+
+def mask_outline(mask: np.ndarray, per_pixels: int = 400) -> np.ndarray:
+    """The boundary band of ``mask``: one pixel of width per ``per_pixels`` of the longer side, at least 1."""
+    m = np.asarray(mask) > 0
+    if not m.any():
+        return m
+    width = max(1, round(max(m.shape) / per_pixels))
+    return m & ~ndimage.binary_erosion(m, iterations=width)
 
 
 def write_overlay_png(
