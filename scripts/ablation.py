@@ -15,7 +15,8 @@ pixel AP, AUROC at the 512² letterbox) is reported too. All runs share one data
 
     python scripts/ablation.py --out runs/ablation --seeds 0 1 2 --epochs 8 \\
         --config bundle/configs/train_cpu.json --set warmup_epochs=2 ramp_epochs=2
-    python scripts/ablation.py --out runs/ablation_cpu --seeds 0 1 2 --budget 1500 --cpus 0,1 --calibrate
+    python scripts/ablation.py --out runs/ablation_cpu --seeds 0 1 2 --budget 1500 --cpus 0,1 --calibrate \\
+        --set warmup_epochs=4 ramp_epochs=2
 """
 
 from __future__ import annotations
