@@ -9,8 +9,9 @@ checkpoint. The budget is equal epochs, or with ``--budget S`` an equal wall-clo
 seed at the same time, each pinned to its own CPU with one thread, so both arms see the same machine
 load. ``--calibrate`` also lets each run choose its own rule on one half of valid and measures it on
 the other (cross-fitted Dice, sensitivity, specificity), which is fairer than one fixed rule when the
-arms' probabilities sit at different levels. Each run's last learning-curve row (best-threshold Dice,
-pixel AP, AUROC at the 512² letterbox) is reported too. All runs share one dataset preparation
+arms' probabilities sit at different levels. The learning-curve row of each run's best checkpoint
+(best-threshold Dice, pixel AP, AUROC at the 512² letterbox) and the critic's patch accuracy over its
+last 3 epochs (``recipe_study.critic_accuracy``) are reported too. All runs share one dataset preparation
 (``<out>/prepared``). Prints a table of mean ± sd over seeds and writes ``summary.json``::
 
     python scripts/ablation.py --out runs/ablation --seeds 0 1 2 --epochs 8 \\
@@ -36,6 +37,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from recipe_study import critic_accuracy  # noqa: E402
 
 from fracseg.evaluation import evaluate  # noqa: E402
 from fracseg.inference import Predictor  # noqa: E402
@@ -115,11 +119,18 @@ def _finish_training(run_dir: Path, proc: subprocess.Popen, start: float) -> Non
     (run_dir / "train_seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
 
 
-def last_curve_row(run_dir: Path) -> dict:
-    """The run's last validation row of ``curves.jsonl`` (empty when the run wrote none)."""
+def best_curve_row(run_dir: Path) -> dict:
+    """The validation row of ``curves.jsonl`` that chose the run's best checkpoint (highest
+    ``val_best_dice``, the bundle's key metric), so it describes the evaluated model; empty when the
+    run wrote none."""
     path = run_dir / "curves.jsonl"
-    rows = path.read_text().splitlines() if path.exists() else []
-    return json.loads(rows[-1]) if rows else {}
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return max(rows, key=lambda r: r.get("val_best_dice", -1.0)) if rows else {}
+
+
+def _mean_sd(cell: tuple[float, float] | None, digits: int) -> str:
+    """A table cell ``mean ± sd``; "–" where no run has the value."""
+    return "–" if cell is None else f"{cell[0]:.{digits}f} ± {cell[1]:.{digits}f}"
 
 
 def main() -> int:
@@ -176,7 +187,7 @@ def main() -> int:
                 _finish_training(*pending.pop())
         for item in pending:
             _finish_training(*item)
-        for arm in ARMS:
+        for arm, weight in ARMS.items():
             run_dir = runs[arm]
             metrics_path = run_dir / "eval_rule" / "metrics.json"
             if not metrics_path.exists() or (
@@ -198,7 +209,7 @@ def main() -> int:
                     calibrate_rule=args.calibrate,
                 )
             metrics = json.loads(metrics_path.read_text())
-            curve = last_curve_row(run_dir)
+            curve = best_curve_row(run_dir)
             row = {
                 "seed": seed,
                 "dice": metrics["pixel"]["dice"]["mean"],
@@ -209,6 +220,8 @@ def main() -> int:
                 "curve_best_dice": curve.get("val_best_dice"),
                 "curve_pixel_ap": curve.get("val_pixel_ap"),
                 "curve_auroc": curve.get("val_auroc"),
+                "best_epoch": curve.get("epoch"),
+                "critic_accuracy": critic_accuracy(run_dir / "train.log") if weight is None else None,
             }
             if "calibration" in metrics:
                 fit = metrics["calibration"]["crossfit"]
@@ -223,10 +236,11 @@ def main() -> int:
         ("dice", "valid Dice (rule 0.5)"),
         ("auroc", "AUROC"),
         ("ap50", "mask AP50"),
-        ("curve_best_dice", "best-threshold Dice (512²)"),
-        ("curve_pixel_ap", "pixel AP (512²)"),
+        ("curve_best_dice", "best-threshold Dice (512², best ckpt)"),
+        ("curve_pixel_ap", "pixel AP (512², best ckpt)"),
         ("crossfit_dice", "cross-fitted Dice"),
         ("crossfit_specificity", "cross-fitted specificity"),
+        ("critic_accuracy", "critic accuracy, last 3 epochs"),
         ("epoch_seconds", "fastest epoch after warm-up (s)"),
     ]
     present = [
@@ -243,17 +257,16 @@ def main() -> int:
         cell = {}
         for key, _ in present:
             values = np.array([np.nan if r.get(key) is None else r[key] for r in rows], dtype=float)
+            values = values[~np.isnan(values)]
             cell[key] = (
-                float(np.nanmean(values)),
-                float(np.nanstd(values, ddof=1)) if len(values) > 1 else 0.0,
+                (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+                if len(values)
+                else None  # e.g. the critic's accuracy in the supervised arm
             )
         summary[arm] = {"runs": rows, "mean_sd": cell}
-        digits = {"epoch_seconds": 1}
         table.append(
             f"| {arm} | {len(rows)} | "
-            + " | ".join(
-                f"{cell[k][0]:.{digits.get(k, 3)}f} ± {cell[k][1]:.{digits.get(k, 3)}f}" for k, _ in present
-            )
+            + " | ".join(_mean_sd(cell[k], 1 if k == "epoch_seconds" else 3) for k, _ in present)
             + f" | {' '.join(str(r['epochs']) for r in rows)} |"
         )
     print("\n".join(table))
