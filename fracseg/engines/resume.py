@@ -138,6 +138,43 @@ class ResumeFromLatest:
         logger.info("no usable checkpoint in %s: training from scratch", self.folder)
 
 
+class InitialWeights:
+    """Start a fresh run from existing generator weights (a released ``model.pt``, ``{"model": state}`` or a
+    bare state dict): how training continues from the shipped model with another recipe.
+
+    Only the generator is loaded; the critic, optimisers, scheduler and epoch counter start fresh. When
+    ``resume`` found a checkpoint of this run, that checkpoint wins and nothing is loaded here, so a killed
+    continuation resumes where it stopped instead of starting over from the initial weights.
+
+    Args:
+        path: weights file; empty or ``None`` disables the handler.
+        network: the generator to load them into (strict: another architecture fails loudly).
+        resume: the run's :class:`ResumeFromLatest`, attached before this handler.
+    """
+
+    def __init__(
+        self, path: str | Path | None, network: torch.nn.Module, resume: ResumeFromLatest | None = None
+    ) -> None:
+        self.path = Path(path) if path else None
+        self.network = network
+        self.resume = resume
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if self.path is None or (self.resume is not None and self.resume.resumed_from is not None):
+            return
+        if not self.path.is_file():
+            raise FileNotFoundError(f"initial weights {self.path}: no such file")
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        state = state.get("model", state) if isinstance(state, dict) else state
+        network = getattr(self.network, "module", self.network)  # DistributedDataParallel wraps the generator
+        device = next(network.parameters()).device
+        network.load_state_dict({k: v.to(device=device, dtype=torch.float32) for k, v in state.items()})
+        logger.info("generator initialised from %s", self.path)
+
+
 class BestMetricState:
     """Checkpointable view of "the best validation score so far": the evaluator's ``best_metric`` /
     ``best_metric_epoch`` and the key-metric ``CheckpointSaver``'s tracking list (which decides whether

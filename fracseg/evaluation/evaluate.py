@@ -30,10 +30,8 @@ from fracseg.evaluation.metrics import (
     match_instances,
     pixel_metrics,
     roc_auc,
-    roc_curve,
     sensitivity_specificity,
     summarize,
-    youden_threshold,
 )
 from fracseg.inference.decision import DecisionRule, decide, fracture_score
 from fracseg.inference.predictor import Predictor
@@ -250,14 +248,30 @@ def confidence_intervals(
     return {name: bootstrap_ci(fn, n_pos, n_neg, reps=reps) for name, fn in statistics.items()}
 
 
+def _image_threshold(scores: list[float], labels: list[int], target_sensitivity: float) -> float:
+    """Highest threshold whose decisions ``score >= t`` keep sensitivity >= ``target_sensitivity``.
+
+    ``-inf`` marks images that are negative whatever the threshold (no region survives). Where the target
+    cannot be reached, the highest threshold that reaches the largest sensitivity the model can give:
+    sensitivity stays first, as in the target, instead of trading it for specificity (Youden's J)."""
+    pos = np.asarray([s for s, y in zip(scores, labels, strict=True) if y], dtype=np.float64)
+    candidates = sorted({s for s in scores if np.isfinite(s)}, reverse=True)
+    if not candidates or not pos.size:
+        return 0.0
+    reachable = float(np.mean(pos >= candidates[-1]))
+    goal = min(target_sensitivity, reachable)
+    return float(next(t for t in candidates if float(np.mean(pos >= t)) >= goal))
+
+
 def calibrate(cases: list[Case], target_sensitivity: float = 0.85) -> dict[str, Any]:
     """Choose the decision rule on this split (use on valid only).
 
     Pixel threshold: best mean Dice on fractured images (score gate off). Minimum region size: the
     largest of :data:`CALIBRATION_MIN_REGIONS` whose mean Dice at that threshold is within
     :data:`MIN_REGION_DICE_TOLERANCE` of the best. Score summary and image threshold: best AUROC over
-    :data:`CALIBRATION_TOP_PIXELS`, then the highest threshold that keeps sensitivity >=
-    ``target_sensitivity`` (Youden's J if none does).
+    :data:`CALIBRATION_TOP_PIXELS`, then the highest threshold at which the full decision (score gate and
+    a surviving region) keeps sensitivity >= ``target_sensitivity`` (where no threshold does: the highest
+    that reaches the largest sensitivity the model can give).
     """
     usable = [c for c in cases if c.probability is not None]
     fractured = [c for c in usable if c.row["fractured"]]
@@ -281,13 +295,14 @@ def calibrate(cases: list[Case], target_sensitivity: float = 0.85) -> dict[str, 
         scores_at[k] = [fracture_score(c.probability, k) for c in usable]
         auroc_at[k] = roc_auc(scores_at[k], labels)
     top = max(auroc_at, key=lambda k: (np.nan_to_num(auroc_at[k], nan=-1.0), -k))
-    fpr, tpr, thresholds = roc_curve(scores_at[top], labels)
-    meets = [
-        (t, 1 - f)
-        for f, s, t in zip(fpr, tpr, thresholds, strict=True)
-        if s >= target_sensitivity and np.isfinite(t)
-    ]
-    score_threshold = max(meets)[0] if meets else youden_threshold(scores_at[top], labels)
+    # decide() reports a fracture only when the score passes the gate AND a region survives the pixel
+    # threshold and the size filter; an image without such a region is negative at any image threshold,
+    # so the threshold is chosen on that decision, not on the score alone (which overstates sensitivity
+    # once the gate falls below the pixel threshold).
+    ungated = DecisionRule(threshold=threshold, score_threshold=0.0, min_region_pixels=min_region)
+    has_region = [bool(decide(c.probability, ungated).regions) for c in usable]
+    decisive = [s if r else -np.inf for s, r in zip(scores_at[top], has_region, strict=True)]
+    score_threshold = _image_threshold(decisive, labels, target_sensitivity)
     return {
         "threshold": threshold,
         "min_region_pixels": int(min_region),

@@ -388,6 +388,51 @@ def test_cpu_recipe_parses_and_trains_one_short_epoch(shared_data, prepared, tmp
     assert parser.get_parsed_content("lr_scheduler").T_max == 2  # fitted to the budget, capped at epochs
 
 
+def test_finetune_overlay_continues_from_weights_supervised_with_negatives(
+    shared_data, prepared, tmp_path
+) -> None:
+    """train_cpu_finetune.json on top of train_cpu.json, one short epoch at 64x64: the generator starts
+    from the given weights, the critic never steps, and non-fractured training images are in the batches."""
+    recipe = json.loads((CONFIGS / "train_cpu_finetune.json").read_text())
+    overrides = tiny_overrides(shared_data, prepared, tmp_path, epochs=1, val_interval=1, time_budget_s=3600)
+    for key in ("warmup_epochs", "ramp_epochs", "learning_rate", "train_keys"):
+        overrides.pop(key)
+    overrides["val_keys"] = ["validation", "negatives_valid"]
+    start = build_generator(channels=TINY_CHANNELS)
+    torch.save({"model": start.state_dict()}, tmp_path / "start.pt")
+    overrides["init_weights"] = str(tmp_path / "start.pt")
+    configs = [CONFIGS / "train.json", CONFIGS / "train_cpu.json", CONFIGS / "train_cpu_finetune.json"]
+    workflow = ConfigWorkflow(
+        config_file=[str(f) for f in configs],
+        meta_file=str(CONFIGS / "metadata.json"),
+        workflow_type="train",
+        **overrides,
+    )
+    workflow.initialize()
+    parser = workflow.parser
+    assert parser.get_parsed_content("train_keys") == recipe["train_keys"] == ["training", "negatives_train"]
+    assert parser.get_parsed_content("adversarial_weight") == 0.0
+    data = parser.get_parsed_content("train#dataset#data")
+    assert {item["fractured"] for item in data} == {0, 1}
+    trainer = parser.get_parsed_content("train#trainer")
+    network = parser.get_parsed_content("network")
+    first: dict = {}
+
+    def check_start(engine) -> None:  # after InitialWeights (attached earlier): the release weights are in
+        first["equal"] = all(torch.equal(v, start.state_dict()[k]) for k, v in network.state_dict().items())
+
+    trainer.add_event_handler(Events.ITERATION_STARTED(once=1), check_start)
+    d_losses: list[float] = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: d_losses.append(float(e.state.output[0]["d_loss"]))
+    )
+    workflow.run()
+    workflow.finalize()
+    assert first == {"equal": True}
+    assert d_losses and all(d == 0 for d in d_losses)
+    assert (tmp_path / "models" / "model.pt").exists()
+
+
 def test_mlflow_tracking_logs_locally(shared_data, prepared, tmp_path) -> None:
     import mlflow  # installed with monailabel (monai[mlflow])
 
