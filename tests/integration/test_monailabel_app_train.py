@@ -76,5 +76,13 @@ def test_train_stop_then_fine_tune_and_serve_the_new_weights(shared_data, tmp_pa
         image = REPO / "data" / "samples" / "IMG0000288.jpg"
         tuned = Predictor(weights=weights, bundle=server.model_dir).predict(image)
         before = Predictor(weights=SHIPPED).predict(image)
+        # One epoch on one image moves the probability map, though a saturated score (about 0.98 on this
+        # sample) may move by only ~1e-5; the served score must be the fine-tuned model's.
+        assert np.abs(tuned.probability - before.probability).max() > 1e-3
         assert params["fracture_score"] == pytest.approx(tuned.fracture_score, abs=1e-5)
-        assert abs(tuned.fracture_score - before.fracture_score) > 1e-4
+        served = params["fracture_score"]
+        assert abs(served - tuned.fracture_score) < abs(served - before.fracture_score), (
+            served,
+            tuned.fracture_score,
+            before.fracture_score,
+        )
