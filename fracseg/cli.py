@@ -79,6 +79,7 @@ def _predictor(args: argparse.Namespace) -> Predictor:
         threshold=args.threshold,
         bundle=bundle,
         precision=args.precision,
+        mirror=args.mirror,
     )
 
 
@@ -209,6 +210,13 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "bf16", "fp32"),
         help="auto: bf16 autocast + channels_last where the device computes bf16 natively, else fp32 "
         "(env FRACSEG_PRECISION overrides auto); default: the bundle's inference.json 'precision'",
+    )
+    parser.add_argument(
+        "--mirror",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="average with the left-right mirrored image (twice the network time); default: the bundle's "
+        "inference.json 'mirror', which its decision rule was calibrated with",
     )
     parser.add_argument(
         "--threshold", type=float, default=None, help="pixel threshold (default: the bundle's)"

@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 from fracseg.inference.predictor import bundle_settings  # noqa: E402
 from fracseg.io import atomic_path  # noqa: E402
-from fracseg.networks import build_generator  # noqa: E402
+from fracseg.networks import build_generator, load_generator_state  # noqa: E402
 
 
 def main() -> int:
@@ -34,8 +34,7 @@ def main() -> int:
     parser.add_argument("--bundle", default=str(REPO / "bundle"))
     parser.add_argument("--fp16", action="store_true", help="store half precision (half the size)")
     args = parser.parse_args()
-    state = torch.load(args.source, map_location="cpu", weights_only=True)
-    state = state.get("model", state)
+    state = load_generator_state(args.source)
     settings = bundle_settings(args.bundle)
     network = build_generator(
         channels=settings["channels"], strides=settings["strides"], num_res_units=settings["num_res_units"]

@@ -23,6 +23,8 @@ from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
+from fracseg.networks import load_generator_state
+
 logger = logging.getLogger(__name__)
 
 _EPOCH_RE = re.compile(r"epoch=(\d+)")
@@ -167,11 +169,10 @@ class InitialWeights:
             return
         if not self.path.is_file():
             raise FileNotFoundError(f"initial weights {self.path}: no such file")
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
-        state = state.get("model", state) if isinstance(state, dict) else state
+        state = load_generator_state(self.path)
         network = getattr(self.network, "module", self.network)  # DistributedDataParallel wraps the generator
         device = next(network.parameters()).device
-        network.load_state_dict({k: v.to(device=device, dtype=torch.float32) for k, v in state.items()})
+        network.load_state_dict({k: v.to(device) for k, v in state.items()})
         logger.info("generator initialised from %s", self.path)
 
 

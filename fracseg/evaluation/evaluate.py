@@ -63,7 +63,7 @@ ROW_COLUMNS = (
 #: Bootstrap replicates of the 95 % confidence intervals in ``metrics.json`` (``ci95``).
 BOOTSTRAP_REPS = 1000
 #: Pixel thresholds and score summaries tried by ``--calibrate`` (on valid only).
-CALIBRATION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+CALIBRATION_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 CALIBRATION_TOP_PIXELS = (1, 16, 64, 256, 1024)
 CALIBRATION_MIN_REGIONS = (0, 32, 64, 128, 256, 512, 1024)
 #: a larger minimum region size is preferred while it costs at most this much mean Dice: fewer

@@ -17,7 +17,8 @@ from monai.transforms import Compose, Invertd
 
 from fracseg.errors import find_fracseg_error
 from fracseg.inference.decision import Decision, DecisionRule, decide
-from fracseg.networks import build_generator, with_empty_guidance
+from fracseg.inference.inferer import mirror_averaged
+from fracseg.networks import build_generator, load_generator_state, with_empty_guidance
 from fracseg.precision import Precision, resolve_precision
 from fracseg.transforms import DEFAULT_SPATIAL_SIZE, letterbox_transforms, loading_transforms
 
@@ -73,6 +74,7 @@ def bundle_settings(bundle: str | os.PathLike[str] = DEFAULT_BUNDLE) -> dict[str
         "spatial_size": int(config.get("spatial_size", DEFAULT_SPATIAL_SIZE)),
         "rule": DecisionRule.from_config(config),
         "precision": str(config.get("precision", "auto")),
+        "mirror": bool(config.get("mirror", False)),
     }
 
 
@@ -93,6 +95,9 @@ class Predictor:
         precision: ``"auto"`` (bf16 autocast + channels_last where the device computes bf16 natively,
             fp32 elsewhere), ``"bf16"`` or ``"fp32"`` (:func:`fracseg.precision.resolve_precision`);
             default: the bundle's ``precision`` (the one the shipped weights were checked with).
+        mirror: average with the left-right mirrored input
+            (:func:`fracseg.inference.inferer.mirror_averaged`); default: the bundle's ``mirror`` (the
+            decision rule is calibrated with it).
     """
 
     def __init__(
@@ -105,8 +110,10 @@ class Predictor:
         rule: DecisionRule | None = None,
         network: torch.nn.Module | None = None,
         precision: str | None = None,
+        mirror: bool | None = None,
     ) -> None:
         settings = bundle_settings(bundle)
+        self.mirror = settings["mirror"] if mirror is None else bool(mirror)
         self.device = torch.device(device)
         self.precision: Precision = resolve_precision(precision or settings["precision"], self.device)
         self.rule: DecisionRule = rule or settings["rule"]
@@ -124,9 +131,7 @@ class Predictor:
         self.weights_sha256 = "untrained"
         if weights is not None and Path(weights).exists():
             self.weights_sha256 = hashlib.sha256(Path(weights).read_bytes()).hexdigest()
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            state = state.get("model", state) if isinstance(state, dict) else state
-            self.network.load_state_dict({k: v.float() for k, v in state.items()})
+            self.network.load_state_dict(load_generator_state(weights))
             self.trained = True
             logger.info("generator weights: %s", weights)
         else:
@@ -156,6 +161,7 @@ class Predictor:
             "spatial_size": self.spatial_size,
             "trained_model": self.trained,
             "precision": self.precision.name,
+            "mirror": self.mirror,
         }
 
     def prepare(self, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -181,7 +187,12 @@ class Predictor:
     def infer(self, images: torch.Tensor) -> torch.Tensor:
         """Fracture probabilities ``(B, 1, S, S)`` (float32, CPU) for a batch of letterboxed X-rays."""
         batch = self.precision.prepare_input(with_empty_guidance(images.to(self.device, non_blocking=True)))
-        return torch.sigmoid(self.precision.forward(self.network, batch)).cpu()
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return self.precision.forward(self.network, x)
+
+        logits = mirror_averaged(forward, batch) if self.mirror else forward(batch)
+        return torch.sigmoid(logits).cpu()
 
     def finish(self, prepared: dict[str, Any], probability: torch.Tensor) -> Prediction:
         """Undo the letterbox of one ``(1, S, S)`` probability map and threshold it."""

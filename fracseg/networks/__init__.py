@@ -7,6 +7,7 @@ from fracseg.networks.discriminator import (
     soften_real_mask,
 )
 from fracseg.networks.generator import GENERATOR_IN_CHANNELS, build_generator, with_empty_guidance
+from fracseg.networks.weights import load_generator_state
 
 __all__ = [
     "DISCRIMINATOR_IN_CHANNELS",
@@ -14,6 +15,7 @@ __all__ = [
     "build_discriminator",
     "build_generator",
     "discriminator_logits",
+    "load_generator_state",
     "soften_real_mask",
     "with_empty_guidance",
 ]
