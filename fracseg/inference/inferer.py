@@ -7,21 +7,29 @@ from typing import Any
 
 import torch
 from monai.inferers import Inferer
+from torch.nn.functional import logsigmoid
 
 from fracseg.networks.generator import GENERATOR_IN_CHANNELS, with_empty_guidance
 from fracseg.precision import Precision, resolve_precision
 
 
 def mirror_averaged(forward: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
-    """Mean of the logits of ``batch`` and of its left-right mirror, mirrored back (test-time augmentation).
+    """Logits whose sigmoid is the mean probability of ``batch`` and of its left-right mirror, mirrored back
+    (test-time augmentation).
 
     Left and right limbs both occur in X-rays and training flips half its crops, so the mirrored image is
     as plausible an input as the original; averaging the two answers removes part of the model's
     variance. On the 0.5.0 weights (valid, cross-fitted rule) it raised mean Dice from 0.295 to 0.331 at
-    twice the network time (``bundle/docs/README.md``, "Test-time mirroring"). Guidance channels are
-    mirrored with the image, so clicks stay where they were placed.
+    twice the network time (``bundle/docs/README.md``, "Test-time mirroring"); averaging the logits instead
+    gave 0.323. The result stays a logit, as every caller expects (the bundle's post-processing applies the
+    sigmoid): ``logit((sigmoid(a) + sigmoid(b)) / 2)``, computed in log space so that saturated logits stay
+    finite. Guidance channels are mirrored with the image, so clicks stay where they were placed.
     """
-    return 0.5 * (forward(batch) + forward(batch.flip(-1)).flip(-1))
+    a = forward(batch)
+    b = forward(batch.flip(-1)).flip(-1)
+    log_p = torch.logaddexp(logsigmoid(a), logsigmoid(b))
+    log_q = torch.logaddexp(logsigmoid(-a), logsigmoid(-b))
+    return log_p - log_q
 
 
 class GuidedInferer(Inferer):

@@ -1,4 +1,4 @@
-"""Test-time mirroring: the averaged answer is exactly mirror-equivariant, clicks are mirrored with the
+"""Test-time mirroring: the averaged probability is exactly mirror-equivariant, clicks are mirrored with the
 image, and the CLI predictor takes its default from the bundle (whose rule was calibrated with it)."""
 
 from __future__ import annotations
@@ -27,11 +27,16 @@ def generator() -> torch.nn.Module:
 def test_mirror_averaged_is_the_mean_of_both_views(generator):
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
-        expected = 0.5 * (generator(x) + generator(x.flip(-1)).flip(-1))
-        got = mirror_averaged(generator, x)
+        expected = 0.5 * (torch.sigmoid(generator(x)) + torch.sigmoid(generator(x.flip(-1)).flip(-1)))
+        got = torch.sigmoid(mirror_averaged(generator, x))
         plain = generator(x)
     assert torch.allclose(got, expected, atol=1e-6)
-    assert not torch.allclose(got, plain, atol=1e-3)  # a random generator is not mirror-symmetric
+    assert not torch.allclose(got, torch.sigmoid(plain), atol=1e-3)  # a random generator is not symmetric
+    # saturated, opposite answers (logit +200 on one side, -200 on the other) average to 0.5, not NaN
+    ramp = torch.tensor([1.0, 0.0, -1.0])
+    saturated = mirror_averaged(lambda t: t * ramp, torch.full((1, 1, 1, 3), 200.0))
+    assert torch.isfinite(saturated).all()
+    assert torch.allclose(torch.sigmoid(saturated), torch.full((1, 1, 1, 3), 0.5))
 
 
 @pytest.mark.parametrize("guided", [False, True])
@@ -65,5 +70,5 @@ def test_predictor_reads_mirror_from_the_bundle(tmp_path):
     assert overridden.mirror is False
     assert torch.equal(overridden.infer(image), answers[False])
     mirrored = overridden.infer(image.flip(-1)).flip(-1)
-    expected = torch.sigmoid(0.5 * (torch.logit(answers[False]) + torch.logit(mirrored)))  # logits averaged
+    expected = 0.5 * (answers[False] + mirrored)  # probabilities averaged
     np.testing.assert_allclose(answers[True].numpy(), expected.numpy(), atol=1e-5)
