@@ -8,6 +8,7 @@ end-to-end to model-only time, for each precision (fp32 and bf16 autocast + chan
 with bf16's speed-up measured in the same run).
 
     python scripts/bench_infer.py [--device cuda] [--batch 16] [--workers 2] [--precisions fp32 bf16]
+        [--no-mirror]
 """
 
 from __future__ import annotations
@@ -70,10 +71,18 @@ def main() -> None:
     )
     parser.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the shipped one)")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16", "auto"))
+    parser.add_argument(
+        "--mirror",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="test-time mirroring on/off (default: the bundle's 'mirror')",
+    )
     args = parser.parse_args()
     weights = None if args.bundle is None else args.bundle / "models" / "model.pt"
     bundle = {} if args.bundle is None else {"weights": weights, "bundle": args.bundle}
-    predictors = {p: Predictor(device=args.device, precision=p, **bundle) for p in args.precisions}
+    predictors = {
+        p: Predictor(device=args.device, precision=p, mirror=args.mirror, **bundle) for p in args.precisions
+    }
     first = next(iter(predictors.values()))
     with tempfile.TemporaryDirectory() as tmp:
         jpegs = Path(tmp) / "jpegs"

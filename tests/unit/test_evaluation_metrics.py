@@ -193,7 +193,7 @@ def test_calibration_drops_specks_only_while_they_cost_no_dice() -> None:
     assert chosen["min_region_pixels"] == 256  # the largest size that keeps the fracture
 
 
-def test_guided_rule_drops_only_the_image_gate_after_a_foreground_click() -> None:
+def test_guided_rule_drops_the_image_gate_and_region_size_after_a_foreground_click() -> None:
     from fracseg.inference.decision import DecisionRule, decide
 
     rule = DecisionRule(threshold=0.5, score_threshold=0.9, score_top_pixels=1, min_region_pixels=0)
@@ -204,25 +204,30 @@ def test_guided_rule_drops_only_the_image_gate_after_a_foreground_click() -> Non
     guided = rule.guided(foreground_clicks=True)
     assert guided.score_threshold == 0.0 and guided.threshold == rule.threshold
     assert decide(prob, guided).mask.sum() == 4
+    sized = DecisionRule(threshold=0.5, score_threshold=0.5, score_top_pixels=1, min_region_pixels=16)
+    prob[2:4, 2:4] = 0.95  # passes the gate, but a 4-px region is under the minimum size
+    assert not decide(prob, sized).mask.any()
+    assert decide(prob, sized.guided(foreground_clicks=True)).mask.sum() == 4
 
 
 def test_calibrated_image_threshold_counts_only_images_that_can_be_positive() -> None:
     """An image whose probabilities never reach the pixel threshold is negative at any image threshold
     (decide() finds no region); the image threshold must not count it towards the target sensitivity."""
-    from fracseg.evaluation.evaluate import Case, calibrate
+    from fracseg.evaluation.evaluate import CALIBRATION_THRESHOLDS, Case, calibrate
     from fracseg.inference.decision import DecisionRule, decide
 
     def case(fractured: bool, value: float) -> Case:
         truth = np.zeros((64, 64), dtype=bool)
         truth[20:40, 20:40] = fractured
-        probability = np.full((64, 64), 0.01, dtype=np.float32)
+        probability = np.zeros((64, 64), dtype=np.float32)
         probability[20:40, 20:40] = value
         return Case(row={"fractured": int(fractured)}, probability=probability, truth=truth)
 
-    cases = [case(True, 0.9) for _ in range(16)] + [case(True, 0.25) for _ in range(4)]  # 4 faint: no region
+    faint = CALIBRATION_THRESHOLDS[0] / 2  # below every pixel threshold tried: no region
+    cases = [case(True, 0.9) for _ in range(16)] + [case(True, faint) for _ in range(4)]
     cases += [case(False, float(v)) for v in np.linspace(0.2, 0.8, 20)]
     chosen = calibrate(cases, target_sensitivity=0.85)  # 17 of 20 needed, only 16 can be positive
-    assert chosen["threshold"] == 0.3
+    assert chosen["threshold"] == CALIBRATION_THRESHOLDS[0]
     rule = DecisionRule(
         threshold=chosen["threshold"],
         score_threshold=chosen["score_threshold"],
@@ -232,6 +237,7 @@ def test_calibrated_image_threshold_counts_only_images_that_can_be_positive() ->
     present = [decide(c.probability, rule).fracture_present for c in cases]
     sensitivity = float(np.mean(present[:20]))
     specificity = 1.0 - float(np.mean(present[20:]))
-    # Scoring the faint images as positives would have put the gate at 0.25 (sensitivity "0.85" on paper,
-    # 0.80 in fact, specificity 0.20); the decision-aware choice keeps the 0.80 and rejects every negative.
+    # Scoring the faint images as positives would have put the gate at their score (sensitivity "0.85" on
+    # paper, 0.80 in fact, every negative positive); the decision-aware choice keeps the 0.80 and rejects
+    # every negative.
     assert sensitivity == 0.8 and specificity == 1.0
