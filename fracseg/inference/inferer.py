@@ -45,7 +45,8 @@ class GuidedInferer(Inferer):
     Args:
         in_channels: the generator's input channels (X-ray + guidance).
         precision: ``"auto"``, ``"bf16"`` or ``"fp32"``.
-        mirror: average the logits with those of the left-right mirrored input (:func:`mirror_averaged`).
+        mirror: average the probabilities with those of the left-right mirrored input
+            (:func:`mirror_averaged`).
     """
 
     def __init__(

@@ -17,8 +17,8 @@ from monai.transforms import Compose, Invertd
 
 from fracseg.errors import find_fracseg_error
 from fracseg.inference.decision import Decision, DecisionRule, decide
-from fracseg.inference.inferer import mirror_averaged
-from fracseg.networks import build_generator, load_generator_state, with_empty_guidance
+from fracseg.inference.inferer import GuidedInferer
+from fracseg.networks import build_generator, load_generator_state
 from fracseg.precision import Precision, resolve_precision
 from fracseg.transforms import DEFAULT_SPATIAL_SIZE, letterbox_transforms, loading_transforms
 
@@ -141,6 +141,8 @@ class Predictor:
             )
         self.network.to(self.device).eval()
         self.precision.prepare_module(self.network)
+        # the bundle's inferer: guidance channels, precision and mirroring exactly as in inference.json
+        self.inferer = GuidedInferer(precision=self.precision.requested, mirror=self.mirror)
         logger.info("inference precision: %s on %s", self.precision.name, self.device)
         # Same chain as training (fracseg.transforms.preprocessing), split so the full-size normalised
         # image stays available for the overlay.
@@ -186,12 +188,7 @@ class Predictor:
     @torch.inference_mode()
     def infer(self, images: torch.Tensor) -> torch.Tensor:
         """Fracture probabilities ``(B, 1, S, S)`` (float32, CPU) for a batch of letterboxed X-rays."""
-        batch = self.precision.prepare_input(with_empty_guidance(images.to(self.device, non_blocking=True)))
-
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            return self.precision.forward(self.network, x)
-
-        logits = mirror_averaged(forward, batch) if self.mirror else forward(batch)
+        logits = self.inferer(images.to(self.device, non_blocking=True), self.network)
         return torch.sigmoid(logits).cpu()
 
     def finish(self, prepared: dict[str, Any], probability: torch.Tensor) -> Prediction:
