@@ -9,6 +9,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fracseg-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Large wheels (itk-core, 80 MB, comes with monailabel) have been cut off mid-download on CI; pip resumes a
+# cut download this many times, and the whole install is tried up to three times before make gives up.
+export PIP_RESUME_RETRIES := 20
+export PIP_RETRIES := 10
 
 .PHONY: venv demo serve pacs-demo ohif test lint format clean system-tools
 
@@ -26,7 +30,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	for try in 1 2 3; do $(BIN)/python -m pip install --quiet -e '.[test]' && break; \
+	  [ $$try = 3 ] && exit 1; echo "pip install failed (try $$try of 3), retrying in 20 s" >&2; sleep 20; done
 	touch $(STAMP)
 
 ## Main job: segment the bundled sample X-rays (JPEG + DICOM) into outputs/demo/.
