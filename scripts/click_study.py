@@ -5,8 +5,9 @@ looks at the mask as the app returns it (the shipped decision rule at the displa
 largest error region (connected component of false negatives or of false positives, whichever is larger)
 and clicks at its centre: a foreground click in a missed fracture, a background click in a false alarm.
 All clicks so far are fed back as the generator's guidance channels, and the model predicts again; as in
-the app's ``fracture_interactive``, the image-level gate of the decision rule is off once there is a
-foreground click.
+the app's ``fracture_interactive``, the decision rule becomes :meth:`DecisionRule.guided` once there is
+a foreground click (no image-level gate, no minimum region size, the ``guided_threshold`` pixel threshold;
+``--guided-threshold`` tries another).
 
 The click is placed and rendered by :func:`fracseg.engines.clicks.simulate_clicks`, the function training
 uses, in the network's input frame (the 512x512 letterbox, where training simulates its clicks), with
@@ -32,6 +33,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -160,12 +162,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clicks", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--limit", type=int, default=0, help="first N images only (0 = all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--guided-threshold",
+        type=float,
+        default=None,
+        help="pixel threshold once a foreground click is placed (default: the bundle's guided_threshold)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     datalist = json.loads(Path(ensure_prepared(args.root, args.prepared)).read_text(encoding="utf-8"))
     entries = datalist[args.split][: args.limit or None]
     predictor = Predictor(weights=args.weights, bundle=args.bundle)
+    if args.guided_threshold is not None:
+        predictor.rule = replace(predictor.rule, guided_threshold=args.guided_threshold)
     if not predictor.trained:
         logger.error("no weights at %s", args.weights)
         return 2

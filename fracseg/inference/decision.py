@@ -10,7 +10,9 @@ One rule, used by ``fracseg infer``, ``fracseg evaluate`` and the bundle's infer
    an image judged fracture-free never shows a fracture region.
 
 All four settings live in ``bundle/configs/inference.json`` and are chosen on the validation split by
-``fracseg evaluate --calibrate`` (never on test).
+``fracseg evaluate --calibrate`` (never on test). A fifth, ``guided_threshold``, is the pixel threshold
+of a click-guided prediction (:meth:`DecisionRule.guided`), chosen on the same split by
+``scripts/click_study.py``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class DecisionRule:
     score_threshold: float = 0.5
     score_top_pixels: int = 1
     min_region_pixels: int = 0
+    #: Pixel threshold once the annotator has placed a foreground click; ``None``: ``threshold``.
+    guided_threshold: float | None = None
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DecisionRule:
@@ -43,6 +47,7 @@ class DecisionRule:
             score_threshold=float(config.get("score_threshold", defaults.score_threshold)),
             score_top_pixels=int(config.get("score_top_pixels", defaults.score_top_pixels)),
             min_region_pixels=int(config.get("min_region_pixels", defaults.min_region_pixels)),
+            guided_threshold=_optional_float(config.get("guided_threshold", defaults.guided_threshold)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,9 +58,18 @@ class DecisionRule:
         fracture is there by their word, so the filters that suppress false alarms of the automatic answer
         are off: the image-level gate (``score_threshold``) and the minimum region size (a clicked
         fracture can be smaller than ``min_region_pixels``: with 256 px, as calibrated for 0.6.0, the
-        click study's Dice after 3 clicks fell from 0.673 to 0.565). Used by the MONAI Label app's
-        ``fracture_interactive`` and by ``scripts/click_study.py``."""
-        return replace(self, score_threshold=0.0, min_region_pixels=0) if foreground_clicks else self
+        click study's Dice after 3 clicks fell from 0.673 to 0.565). The pixel threshold becomes
+        ``guided_threshold`` where set: the automatic answer's threshold is calibrated low to find
+        fractures at all (0.1 in 0.6.0), which makes a clicked fracture's mask too wide. Used by the MONAI
+        Label app's ``fracture_interactive`` and by ``scripts/click_study.py``."""
+        if not foreground_clicks:
+            return self
+        threshold = self.threshold if self.guided_threshold is None else self.guided_threshold
+        return replace(self, threshold=threshold, score_threshold=0.0, min_region_pixels=0)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 @dataclass

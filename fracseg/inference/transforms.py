@@ -47,9 +47,12 @@ class FractureDecisiond(MapTransform):
         score_threshold: float = 0.5,
         score_top_pixels: int = 1,
         min_region_pixels: int = 0,
+        guided_threshold: float | None = None,
     ) -> None:
         super().__init__(keys)
-        self.rule = DecisionRule(threshold, score_threshold, score_top_pixels, min_region_pixels)
+        self.rule = DecisionRule(
+            threshold, score_threshold, score_top_pixels, min_region_pixels, guided_threshold
+        )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

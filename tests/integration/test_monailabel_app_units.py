@@ -140,3 +140,62 @@ def test_cors_only_for_configured_origins(monkeypatch) -> None:
     assert "access-control-allow-origin" not in other.headers
     too_big = configured.put("/info/", headers={"Content-Length": str(asgi.MAX_BODY_BYTES + 1)}, content=b"")
     assert too_big.status_code == 413
+
+
+@pytest.fixture(scope="module")
+def bundle_copy():
+    sys.path.insert(0, str(APP))
+    try:
+        import lib.bundle_copy
+
+        yield lib.bundle_copy
+    finally:
+        sys.path.remove(str(APP))
+
+
+def _fake_bundle(path, version: str, weights: bytes):
+    (path / "configs").mkdir(parents=True)
+    (path / "models").mkdir()
+    (path / "configs" / "metadata.json").write_text(json.dumps({"version": version}))
+    (path / "configs" / "inference.json").write_text(json.dumps({"version_seen": version}))
+    (path / "models" / "model.pt").write_bytes(weights)
+    return path
+
+
+def test_bundle_copy_follows_a_new_release_unless_it_holds_fine_tuned_weights(bundle_copy, tmp_path, caplog):
+    old = _fake_bundle(tmp_path / "old", "0.5.0", b"weights-0.5")
+    new = _fake_bundle(tmp_path / "new", "0.6.0", b"weights-0.6")
+    target = tmp_path / "app" / "model"
+    target.parent.mkdir()
+
+    bundle_copy.copy_bundle(old, target)
+    assert (target / "models" / "model.pt").read_bytes() == b"weights-0.5"
+    assert json.loads((target / bundle_copy.MARKER).read_text())["version"] == "0.5.0"
+    # Same release: the copy is left alone (a fine-tuned model stays).
+    (target / "models" / "model.pt").write_bytes(b"tuned")
+    bundle_copy.copy_bundle(_fake_bundle(tmp_path / "again", "0.5.0", b"weights-0.5"), target)
+    assert (target / "models" / "model.pt").read_bytes() == b"tuned"
+    # A newer release does not overwrite fine-tuned weights; it says so.
+    with caplog.at_level("WARNING"):
+        bundle_copy.copy_bundle(new, target)
+    assert (target / "models" / "model.pt").read_bytes() == b"tuned"
+    assert "fine-tuned" in caplog.text and "0.6.0" in caplog.text
+    # Untouched weights: the copy becomes the new release, configs included.
+    (target / "models" / "model.pt").write_bytes(b"weights-0.5")
+    bundle_copy.copy_bundle(new, target)
+    assert (target / "models" / "model.pt").read_bytes() == b"weights-0.6"
+    assert json.loads((target / "configs" / "inference.json").read_text())["version_seen"] == "0.6.0"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]  # no temporary folders left
+
+
+def test_bundle_copy_without_record_upgrades_when_its_weights_are_the_shipped_ones(bundle_copy, tmp_path):
+    """Copies made before the record existed (0.5.0 -> 0.6.0 kept the weights file and changed the rule)."""
+    target = _fake_bundle(tmp_path / "model", "0.5.0", b"same-weights")
+    (target / "configs" / "inference.json").write_text(json.dumps({"mirror": False}))
+    new = _fake_bundle(tmp_path / "new", "0.6.0", b"same-weights")
+    bundle_copy.copy_bundle(new, target)
+    assert json.loads((target / "configs" / "inference.json").read_text()) == {"version_seen": "0.6.0"}
+    other = _fake_bundle(tmp_path / "other", "0.6.0", b"different-weights")
+    kept = _fake_bundle(tmp_path / "kept", "0.4.0", b"unknown-weights")
+    bundle_copy.copy_bundle(other, kept)
+    assert (kept / "models" / "model.pt").read_bytes() == b"unknown-weights"

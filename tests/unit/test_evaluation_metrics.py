@@ -210,6 +210,27 @@ def test_guided_rule_drops_the_image_gate_and_region_size_after_a_foreground_cli
     assert decide(prob, sized.guided(foreground_clicks=True)).mask.sum() == 4
 
 
+def test_guided_rule_uses_its_own_pixel_threshold_when_set() -> None:
+    from fracseg.inference.decision import DecisionRule, decide
+    from fracseg.inference.transforms import FractureDecisiond
+
+    config = {"threshold": 0.1, "score_threshold": 0.5, "min_region_pixels": 0, "guided_threshold": 0.5}
+    rule = DecisionRule.from_config(config)
+    assert rule.guided_threshold == 0.5
+    assert DecisionRule.from_config({"threshold": 0.1}).guided_threshold is None
+    prob = np.zeros((8, 8), dtype=np.float32)
+    prob[2:6, 2:6] = 0.3  # a wide low-probability halo
+    prob[3:5, 3:5] = 0.8  # around a confident core
+    assert decide(prob, rule).mask.sum() == 16  # the automatic answer keeps the halo (threshold 0.1)
+    guided = rule.guided(foreground_clicks=True)
+    assert guided.threshold == 0.5 and guided.score_threshold == 0.0
+    assert decide(prob, guided).mask.sum() == 4  # the clicked answer keeps the core
+    assert rule.guided(foreground_clicks=False) == rule
+    # The bundle's transform carries the setting, so the MONAI Label app can rebuild it from to_dict().
+    transform = FractureDecisiond(keys="pred", **rule.to_dict())
+    assert transform.rule == rule
+
+
 def test_calibrated_image_threshold_counts_only_images_that_can_be_positive() -> None:
     """An image whose probabilities never reach the pixel threshold is negative at any image threshold
     (decide() finds no region); the image threshold must not count it towards the target sensitivity."""
