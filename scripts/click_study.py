@@ -100,9 +100,9 @@ class ClickStudy:
     def predict(self, prepared: dict[str, Any], guidance: torch.Tensor) -> np.ndarray:
         """The displayed-size mask for the letterboxed image plus ``guidance``, as the app returns it.
 
-        The shipped decision rule; once the annotator has placed a foreground click the image-level gate
-        (``score_threshold``) is off, as in the app's ``fracture_interactive`` (a foreground click says
-        that a fracture is there).
+        The shipped decision rule; once the annotator has placed a foreground click,
+        :meth:`DecisionRule.guided` (no gate, no minimum region size, ``guided_threshold``), as in the
+        app's ``fracture_interactive`` (a foreground click says that a fracture is there).
         """
         image = prepared["image"].as_tensor()[None].to(self.predictor.device)
         net_input = torch.cat([image, guidance[None].to(image.device, image.dtype)], dim=1)

@@ -3,9 +3,9 @@
 Same pipeline as ``fracture`` (the bundle's), plus :class:`lib.clicks.ClickGuidanced` after the
 pre-processing; the guidance joins the X-ray channel only for the forward pass, so the bundle's
 ``Invertd`` sees the pre-processed image it expects. With at least one foreground click the annotator
-has said a fracture is there, so the decision rule's image-level gate (``score_threshold``) and its
-minimum region size are off for that request (``DecisionRule.guided``): the mask is the shared rule's
-pixel threshold.
+has said a fracture is there, so for that request the decision rule becomes ``DecisionRule.guided``:
+no image-level gate (``score_threshold``), no minimum region size, and the bundle's ``guided_threshold``
+as the pixel threshold.
 """
 
 from __future__ import annotations
