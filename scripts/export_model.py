@@ -6,6 +6,13 @@ and writes ``{"model": state_dict}`` (optionally fp16; inference casts back to f
 with ``torch.load(..., weights_only=True)``. Prints size and sha256::
 
     python scripts/export_model.py runs/release_cpu/models/model.pt bundle/models/model.pt
+
+Several sources (e.g. the epoch checkpoints of the end of a run) are averaged weight by weight before
+export ("checkpoint averaging": epochs of one run, late in its cosine schedule, lie in one basin, and their
+mean often generalises better than any of them; the generator has instance norm, so no running statistics
+need recomputing)::
+
+    python scripts/export_model.py runs/x/checkpoints/checkpoint_epoch={24,26,28}.pt bundle/models/model.pt
 """
 
 from __future__ import annotations
@@ -25,16 +32,30 @@ from fracseg.io import atomic_path  # noqa: E402
 from fracseg.networks import build_generator, load_generator_state  # noqa: E402
 
 
+def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Weight-by-weight mean of generator state dicts with the same keys (integer tensors: the first's)."""
+    first = states[0]
+    for other in states[1:]:
+        if other.keys() != first.keys():
+            raise ValueError("checkpoints to average hold different networks (state dict keys differ)")
+    return {
+        key: torch.stack([s[key] for s in states]).mean(0) if value.is_floating_point() else value
+        for key, value in first.items()
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("source", help="checkpoint written by training (best model)")
+    parser.add_argument(
+        "source", nargs="+", help="checkpoint(s) written by training (best model; several: their mean)"
+    )
     parser.add_argument("target", help="release file, e.g. bundle/models/model.pt")
     parser.add_argument("--bundle", default=str(REPO / "bundle"))
     parser.add_argument("--fp16", action="store_true", help="store half precision (half the size)")
     args = parser.parse_args()
-    state = load_generator_state(args.source)
+    state = average_states([load_generator_state(source) for source in args.source])
     settings = bundle_settings(args.bundle)
     network = build_generator(
         channels=settings["channels"], strides=settings["strides"], num_res_units=settings["num_res_units"]

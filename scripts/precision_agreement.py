@@ -50,6 +50,10 @@ def main() -> None:
     off = [r for r in rows if not kept(r)]
     for r in off:
         print(f"outside the promise: {Path(r['image']).name}: {r}")
+    print(
+        f"\nimages re-computed in fp32 by the bf16 predictor (score within {bf16.inferer.fp32_margin} of the "
+        f"image threshold {bf16.rule.score_threshold}): {bf16.inferer.rechecked} of {summary['images']}"
+    )
 
 
 if __name__ == "__main__":

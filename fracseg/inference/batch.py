@@ -317,7 +317,10 @@ def _run_locked(
                     rows[b["file"]] = _error_row(b["file"], b["error"], b["seconds"])
             if good:
                 start = time.perf_counter()
-                probs = predictor.infer(torch.stack([b["prepared"]["image"].as_tensor() for b in good]))
+                probs = predictor.infer(
+                    torch.stack([b["prepared"]["image"].as_tensor() for b in good]),
+                    [tuple(b["prepared"]["original"].shape[-2:]) for b in good],
+                )
                 share = (time.perf_counter() - start) / len(good)
                 for b, prob in zip(good, probs, strict=True):
                     future = writer.submit(_finish_and_write, predictor, output, b, prob, share, settings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ from monai.transforms import Compose, Invertd
 from fracseg.errors import find_fracseg_error
 from fracseg.inference.decision import Decision, DecisionRule, decide
 from fracseg.inference.inferer import GuidedInferer
+from fracseg.io import file_sha256
 from fracseg.networks import build_generator, load_generator_state
 from fracseg.precision import Precision, resolve_precision
 from fracseg.transforms import DEFAULT_SPATIAL_SIZE, letterbox_transforms, loading_transforms
@@ -75,6 +75,7 @@ def bundle_settings(bundle: str | os.PathLike[str] = DEFAULT_BUNDLE) -> dict[str
         "rule": DecisionRule.from_config(config),
         "precision": str(config.get("precision", "auto")),
         "mirror": bool(config.get("mirror", False)),
+        "fp32_margin": float(config.get("fp32_margin", 0.0)),
     }
 
 
@@ -130,7 +131,7 @@ class Predictor:
         self.spatial_size = spatial_size
         self.weights_sha256 = "untrained"
         if weights is not None and Path(weights).exists():
-            self.weights_sha256 = hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+            self.weights_sha256 = file_sha256(weights)
             self.network.load_state_dict(load_generator_state(weights))
             self.trained = True
             logger.info("generator weights: %s", weights)
@@ -142,7 +143,13 @@ class Predictor:
         self.network.to(self.device).eval()
         self.precision.prepare_module(self.network)
         # the bundle's inferer: guidance channels, precision and mirroring exactly as in inference.json
-        self.inferer = GuidedInferer(precision=self.precision.requested, mirror=self.mirror)
+        self.inferer = GuidedInferer(
+            precision=self.precision.requested,
+            mirror=self.mirror,
+            score_threshold=self.rule.score_threshold,
+            score_top_pixels=self.rule.score_top_pixels,
+            fp32_margin=settings["fp32_margin"],
+        )
         logger.info("inference precision: %s on %s", self.precision.name, self.device)
         # Same chain as training (fracseg.transforms.preprocessing), split so the full-size normalised
         # image stays available for the overlay.
@@ -164,6 +171,7 @@ class Predictor:
             "trained_model": self.trained,
             "precision": self.precision.name,
             "mirror": self.mirror,
+            "fp32_margin": self.inferer.fp32_margin,
         }
 
     def prepare(self, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -186,9 +194,16 @@ class Predictor:
         return {"image": data["image"], "original": original}
 
     @torch.inference_mode()
-    def infer(self, images: torch.Tensor) -> torch.Tensor:
-        """Fracture probabilities ``(B, 1, S, S)`` (float32, CPU) for a batch of letterboxed X-rays."""
-        logits = self.inferer(images.to(self.device, non_blocking=True), self.network)
+    def infer(
+        self, images: torch.Tensor, display_shapes: list[tuple[int, int]] | None = None
+    ) -> torch.Tensor:
+        """Fracture probabilities ``(B, 1, S, S)`` (float32, CPU) for a batch of letterboxed X-rays.
+
+        ``display_shapes``: each image's displayed ``(H, W)``, for the inferer's fp32 re-check of borderline
+        bf16 answers (:class:`fracseg.inference.inferer.GuidedInferer`)."""
+        logits = self.inferer(
+            images.to(self.device, non_blocking=True), self.network, display_shapes=display_shapes
+        )
         return torch.sigmoid(logits).cpu()
 
     def finish(self, prepared: dict[str, Any], probability: torch.Tensor) -> Prediction:
@@ -210,4 +225,5 @@ class Predictor:
     def predict(self, path: str | os.PathLike[str]) -> Prediction:
         """Predict one file. Raises :class:`fracseg.errors.ImageReadError` for unreadable input."""
         prepared = self.prepare(path)
-        return self.finish(prepared, self.infer(prepared["image"].as_tensor()[None])[0])
+        shape = [tuple(prepared["original"].shape[-2:])]
+        return self.finish(prepared, self.infer(prepared["image"].as_tensor()[None], shape)[0])

@@ -11,6 +11,7 @@ from fracseg.io.atomic import (
     write_text_atomic,
 )
 from fracseg.io.dicom import read_dicom
+from fracseg.io.digest import file_sha256
 from fracseg.io.folder_lock import FolderBusyError, folder_lock
 from fracseg.io.limits import DEFAULT_MAX_PIXELS
 from fracseg.io.meta import ImageFormat, XrayImage, XrayMeta
@@ -27,6 +28,7 @@ __all__ = [
     "XrayImage",
     "XrayMeta",
     "atomic_path",
+    "file_sha256",
     "folder_lock",
     "is_supported_file",
     "is_temporary",

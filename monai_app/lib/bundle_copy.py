@@ -8,13 +8,14 @@ lost); a copy holding fine-tuned weights is kept, with a warning that says how t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Any
+
+from fracseg.io import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def _version(bundle: Path) -> str | None:
 
 
 def _sha256(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return file_sha256(path) if path.is_file() else None
 
 
 def _marker(target: Path) -> dict[str, Any]:

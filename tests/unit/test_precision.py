@@ -11,6 +11,7 @@ from fracseg.engines import ConditionalGanTrainer
 from fracseg.inference.inferer import GuidedInferer
 from fracseg.losses import AdversarialLoss, SegmentationLoss
 from fracseg.networks import build_discriminator, build_generator
+from fracseg.networks.generator import GENERATOR_IN_CHANNELS, with_empty_guidance
 from fracseg.precision import PRECISION_ENV, resolve_precision
 
 
@@ -54,6 +55,42 @@ def test_bf16_inferer_returns_float32_logits_close_to_fp32() -> None:
     assert not torch.equal(out, ref)  # bf16 really ran
     assert torch.allclose(torch.sigmoid(out), torch.sigmoid(ref), atol=0.02)
     assert net.model[0].conv.unit0.conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_bf16_answer_near_the_image_threshold_is_recomputed_in_fp32() -> None:
+    """An image whose bf16 score lies within ``fp32_margin`` of the threshold gets the fp32 logits (up to
+    fp32 summation order), so bf16 cannot flip its decision; the other images keep their bf16 logits;
+    clicks turn the re-check off."""
+    from fracseg.inference.decision import fracture_score
+
+    torch.manual_seed(0)
+    net = build_generator(channels=(8, 16, 32, 64, 128)).eval()
+    x = torch.rand(2, 1, 64, 64)
+    x[1] = x[1] * 0.2  # a second, different image: its score sits elsewhere
+    with torch.inference_mode():
+        ref = GuidedInferer(precision="fp32", mirror=True)(x, net)
+        plain = GuidedInferer(precision="bf16", mirror=True)(x, net)
+        scores = [fracture_score(torch.sigmoid(plain[i]).numpy(), 16) for i in range(2)]
+        assert abs(scores[0] - scores[1]) > 1e-3
+        margin = abs(scores[0] - scores[1]) / 2
+        guarded = GuidedInferer(
+            precision="bf16", mirror=True, score_threshold=scores[0], score_top_pixels=16, fp32_margin=margin
+        )
+        out = guarded(x, net)
+        assert guarded.rechecked == 1
+        # fp32 up to summation order (memory layout, batch of one): far closer than bf16 gets
+        assert torch.allclose(out[0], ref[0], atol=1e-4) and not torch.allclose(plain[0], ref[0], atol=1e-3)
+        assert torch.equal(out[1], plain[1])
+        clicked = guarded(with_empty_guidance(x, GENERATOR_IN_CHANNELS), net)  # guidance given: no re-check
+        assert guarded.rechecked == 1 and torch.equal(clicked[0], plain[0])
+        # displayed sizes equal to the letterbox: the same top pixels, the same re-check
+        assert torch.equal(guarded(x, net, display_shapes=[(64, 64), (64, 64)]), out)
+        assert guarded.rechecked == 2
+    # the displayed image's top 256 pixels at letterbox scale (longest side -> 512); unknown size: as given
+    inferer = GuidedInferer(precision="bf16", score_threshold=0.5, score_top_pixels=256, fp32_margin=0.02)
+    assert inferer._top_pixels(512, (373, 454)) == 326  # FracAtlas JPEG, upsampled
+    assert inferer._top_pixels(512, (1976, 1576)) == 17  # CR DICOM, downsampled
+    assert inferer._top_pixels(512, None) == 256
 
 
 def test_bf16_training_step_keeps_fp32_weights_and_skips_loss_scaling() -> None:

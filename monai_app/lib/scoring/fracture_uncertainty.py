@@ -10,7 +10,6 @@ only after training changed the weights.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from fracseg.errors import ImageReadError
 from fracseg.inference.decision import DecisionRule
 from fracseg.inference.predictor import Predictor
+from fracseg.io import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class FractureUncertainty(ScoringMethod):
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         weights = self.bundle / "models" / "model.pt"
-        sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+        sha = file_sha256(weights)
         labeled = set(datastore.get_labeled_images())
         images = sorted(datastore.list_images(), key=lambda i: (i in labeled, i))
         todo = [i for i in images if datastore.get_image_info(i).get(INFO_KEY, {}).get("weights") != sha]

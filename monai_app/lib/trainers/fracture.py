@@ -10,7 +10,6 @@ its own copy, :func:`lib.bundle_copy.copy_bundle`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -22,7 +21,7 @@ from monai.data import partition_dataset
 from monailabel.tasks.train.bundle import BundleTrainTask
 
 from fracseg.inference.predictor import bundle_settings
-from fracseg.io import write_json_atomic
+from fracseg.io import file_sha256, write_json_atomic
 from lib.errors import UNPROCESSABLE, RequestRejected
 
 logger = logging.getLogger(__name__)
@@ -107,6 +106,6 @@ class Fracture(BundleTrainTask):
                 "max_epochs": overrides[self.const.key_train_trainer_max_epochs()],
                 "train_images": len(overrides[self.const.key_train_dataset_data()]),
                 "val_images": len(overrides.get(self.const.key_validate_dataset_data()) or []),
-                "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest() if model.is_file() else None,
+                "model_sha256": file_sha256(model) if model.is_file() else None,
             },
         )
