@@ -74,6 +74,32 @@ def soft_cldice_loss(
     return 1.0 - 2.0 * t_prec * t_sens / (t_prec + t_sens)
 
 
+def image_score_loss(logits: torch.Tensor, target: torch.Tensor, top_k: int = 256) -> torch.Tensor:
+    """Image-level (multiple-instance) loss: BCE of each image's top-k mean probability vs fracture presence.
+
+    The image's score is the mean of its ``top_k`` highest pixel probabilities, as the shipped
+    ``fracture_score`` is computed (:mod:`fracseg.inference.decision`); the label is 1 when the target
+    has any fracture pixel. Dice and cross-entropy spread their gradient over all pixels; this term
+    acts on the few pixels that decide the image-level answer: it lifts the strongest response of a
+    fractured image that the pixel losses left near 0 and pushes down the strongest response on normal
+    bone, which is what the image-level AUROC measures.
+
+    Args:
+        logits: ``(B, 1, H, W)`` logits.
+        target: ``(B, 1, H, W)`` ground truth in {0, 1}.
+        top_k: pixels averaged per image (capped at the image's pixel count).
+
+    Returns:
+        Scalar mean BCE over the batch, computed in fp32.
+    """
+    prob = torch.sigmoid(logits.float()).flatten(1)
+    k = max(1, min(int(top_k), prob.shape[1]))
+    score = prob.topk(k, dim=1).values.mean(dim=1)
+    present = (target.flatten(1).amax(dim=1) > 0).to(score.dtype)
+    eps = 1e-6
+    return F.binary_cross_entropy(score.clamp(eps, 1.0 - eps), present)
+
+
 class SegmentationLoss(torch.nn.Module):
     """Dice + cross-entropy (or Dice + focal) on logits with a sigmoid, plus an optional soft clDice term.
 
@@ -86,6 +112,9 @@ class SegmentationLoss(torch.nn.Module):
         smooth: Dice smoothing added to numerator and denominator.
         batch: compute Dice over the whole batch rather than per image (stabler when many images have
             no fracture).
+        image_weight: weight of :func:`image_score_loss` (image-level BCE on the top-k mean probability);
+            0 disables it.
+        image_top_k: pixels in that score.
     """
 
     def __init__(
@@ -97,6 +126,8 @@ class SegmentationLoss(torch.nn.Module):
         cldice_iterations: int = 10,
         smooth: float = 1e-5,
         batch: bool = True,
+        image_weight: float = 0.0,
+        image_top_k: int = 256,
     ) -> None:
         super().__init__()
         self.kind = SegmentationLossKind(kind)
@@ -114,6 +145,8 @@ class SegmentationLoss(torch.nn.Module):
             self.base = DiceFocalLoss(lambda_focal=lambda_other, **common)
         self.cldice_weight = cldice_weight
         self.cldice_iterations = cldice_iterations
+        self.image_weight = float(image_weight)
+        self.image_top_k = int(image_top_k)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Scalar loss of ``(B, 1, H, W)`` logits against a ``(B, 1, H, W)`` target in {0, 1}."""
@@ -123,6 +156,8 @@ class SegmentationLoss(torch.nn.Module):
             loss = loss + self.cldice_weight * soft_cldice_loss(
                 torch.sigmoid(logits), target, self.cldice_iterations
             )
+        if self.image_weight > 0:
+            loss = loss + self.image_weight * image_score_loss(logits, target, self.image_top_k)
         return loss
 
 

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,22 +36,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from fracseg.inference import Predictor  # noqa: E402
+from fracseg.precision import cpu_description  # noqa: E402
 from tests.helpers.monailabel_server import running_server  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 JPEG = "IMG0000288"  # 454x373
 DICOM = "CR-ModalitySequenceLUT"  # 1576x1976, JPEG lossless
-
-
-def cpu_model() -> str:
-    """``Model name`` from ``lscpu`` (``platform.processor()`` when lscpu is missing)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(
-            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
-        )
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def percentiles(values: list[float]) -> tuple[float, float]:
@@ -147,7 +135,7 @@ def main() -> int:
     args = parser.parse_args()
 
     torch.set_num_threads(1)
-    print(f"CPU: {cpu_model()}; torch threads per process: 1 (server and this process)")
+    print(f"CPU: {cpu_description()}; torch threads per process: 1 (server and this process)")
     with tempfile.TemporaryDirectory() as work, running_server(Path(work)) as server:
         dicom = args.shared / "dicom" / f"{DICOM}.dcm"
         with open(dicom, "rb") as fh:

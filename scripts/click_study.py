@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import statistics
 import sys
 import time
@@ -49,6 +48,7 @@ from fracseg.evaluation.metrics import pixel_metrics
 from fracseg.inference.decision import decide
 from fracseg.inference.predictor import DEFAULT_BUNDLE, DEFAULT_WEIGHTS, Predictor
 from fracseg.io import read_xray, write_csv_atomic, write_json_atomic
+from fracseg.precision import cpu_description
 from fracseg.transforms import letterbox_transforms
 
 logger = logging.getLogger("click_study")
@@ -138,17 +138,6 @@ class ClickStudy:
         return {"dice": dice, "kinds": kinds}
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``lscpu``'s "Model name"), for the table's caption."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", type=Path, help="FracAtlas root (release layout)")
@@ -214,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "images_improved": {str(k): improved[k] for k in counts},
         "click_kinds": {kind: kinds.count(kind) for kind in ("foreground", "background", "none")},
         "seconds": seconds,
-        "cpu": cpu_model(),
+        "cpu": cpu_description(),
         "torch_threads": torch.get_num_threads(),
     }
     args.output.mkdir(parents=True, exist_ok=True)

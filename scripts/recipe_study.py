@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from fracseg.precision import cpu_description
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ["bundle/configs/train.json", "bundle/configs/train_cpu.json"]
@@ -48,18 +49,6 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 DEFAULT_ORDER = ["small-fractured", "small-with-negatives", "large-fractured", "small-instance-noise"]
 #: Training-time marks (minutes) of the report table (a run's budget is wall time, validation included).
 MARKS = (4, 8, 12, 16, 20)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``lscpu``), with its bf16 flags."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "")
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name or 'unknown CPU'} ({', '.join(bf16) or 'no bf16 flags'})"
 
 
 def command(name: str, budget: float, seed: int, out_root: Path, dataset: str) -> list[str]:
@@ -127,7 +116,7 @@ def report(args: argparse.Namespace) -> None:
         logs = {n: args.out / f"{n}.log" for n in names}
     curves = {n: read_curve(d / "curves.jsonl") for n, d in folders.items()}
     marks = args.marks or MARKS
-    print(f"CPU: {cpu_model()}; runs: {', '.join(str(d) for d in folders.values())}\n")
+    print(f"CPU: {cpu_description()}; runs: {', '.join(str(d) for d in folders.values())}\n")
     header = "| recipe | " + " | ".join(f"{m:g} min" for m in marks) + " | at the end (training min) | best |"
     for metric, label in (
         ("val_best_dice", "Dice at the best threshold"),
@@ -169,7 +158,7 @@ def report(args: argparse.Namespace) -> None:
             ax.set_xlabel("training minutes")
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=8)
-        fig.suptitle(f"Valid learning curves, {cpu_model()}", fontsize=9)
+        fig.suptitle(f"Valid learning curves, {cpu_description()}", fontsize=9)
         fig.tight_layout()
         args.figure.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.figure, dpi=110)

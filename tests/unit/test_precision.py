@@ -3,6 +3,8 @@ the trainer (weights stay fp32, bf16 needs no loss scaling)."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 import torch
 
@@ -12,7 +14,7 @@ from fracseg.inference.inferer import GuidedInferer
 from fracseg.losses import AdversarialLoss, SegmentationLoss
 from fracseg.networks import build_discriminator, build_generator
 from fracseg.networks.generator import GENERATOR_IN_CHANNELS, with_empty_guidance
-from fracseg.precision import PRECISION_ENV, resolve_precision
+from fracseg.precision import PRECISION_ENV, cpu_description, resolve_precision
 
 
 @pytest.fixture(autouse=True)
@@ -119,3 +121,13 @@ def test_bf16_training_step_keeps_fp32_weights_and_skips_loss_scaling() -> None:
     assert all(p.dtype == torch.float32 for p in gen.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, gen.parameters(), strict=True))
     assert torch.isfinite(torch.as_tensor(trainer.state.output["loss"]))
+
+
+def test_cpu_description_names_the_cpu_as_lscpu_does_with_its_bf16_flags() -> None:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    name = next(ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name"))
+    flags = next((ln.split(":", 1)[1].split() for ln in out.splitlines() if ln.startswith("Flags")), [])
+    described = cpu_description()
+    assert described.startswith(name + " (")
+    for flag in ("avx512_bf16", "amx_bf16"):
+        assert (flag in described) == (flag in flags)
