@@ -1,12 +1,17 @@
 """Could an image-level head on the generator's own features lift the image-level AUROC?
 
 A probe, not a shipped component: the generator's deepest features (the output of the UNet's innermost
-skip connection, 1/16 of the 512x512 letterbox) are pooled over the image (mean and max per channel)
-and, with the segmentation score (mean of the top-256 probabilities, as ``fracture_score``) and the
-maximum probability, fed to an L2-regularised logistic regression. It is fitted on the training split's
-fractured and non-fractured images, its L2 weight chosen by 5-fold cross-validation on those images
-only, and scored on the valid split's fractured images and held-out negatives (as ``fracseg evaluate``
-pairs them). The segmentation score alone is scored the same way for comparison.
+skip connection, 1/16 of the 512x512 letterbox) are pooled (mean and max per channel) and, with the
+segmentation score (mean of the top-256 probabilities, as ``fracture_score``) and the maximum
+probability, fed to an L2-regularised logistic regression (scikit-learn, a test extra). It is fitted on
+the training split's fractured and non-fractured images, its L2 weight chosen by 5-fold
+cross-validation on those images only, and scored on the valid split's fractured images and held-out
+negatives (as ``fracseg evaluate`` pairs them). The segmentation score alone is scored the same way.
+
+Controls for an acquisition shortcut (``scripts/image_score_study.py`` found one: most fractured
+FracAtlas images are 373x454 or 454x373): a head on the displayed size and aspect alone; features
+pooled over the image only, without the letterbox's padding (whose shape encodes the aspect); and every
+score's AUROC within the valid images of those two sizes, where size and aspect cannot separate.
 
 Single view (no mirroring), the shipped precision, the shipped weights unless ``--weights``::
 
@@ -14,8 +19,7 @@ Single view (no mirroring), the shipped precision, the shipped weights unless ``
         [--weights bundle/models/model.pt] [--cache runs/probe_features.npz]
 
 Prints a table of valid AUROCs with 95 % bootstrap intervals. The head sees the whole image, so it can
-learn acquisition or body-part priors of the development subset as well as fracture evidence; the
-withheld test split is drawn from the same release, but this is why the docs call it a probe.
+also learn body-part priors of the development subset besides fracture evidence.
 FracAtlas (CC BY 4.0): Abedeen et al., Scientific Data 10, 521 (2023).
 """
 
@@ -57,65 +61,74 @@ def deepest_module(network: torch.nn.Module, side: int) -> torch.nn.Module:
     return min(found, key=lambda t: t[:3])[3]
 
 
-def extract(predictor: Predictor, items: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Per image: pooled deepest features, the top-256 score and the maximum probability; and the label."""
+def content_mask(shape: tuple[int, int], side: int, grid: int) -> torch.Tensor:
+    """``(grid, grid)`` boolean mask of the feature cells covering the image inside the letterbox (the
+    longest side resized to ``side``, padded symmetrically, as ``letterbox_transforms`` does)."""
+    height, width = shape
+    scale = side / max(height, width)
+    h, w = round(height * scale), round(width * scale)
+    top, left = (side - h) // 2, (side - w) // 2
+    full = torch.zeros(1, 1, side, side)
+    full[..., top : top + h, left : left + w] = 1.0
+    return torch.nn.functional.adaptive_avg_pool2d(full, grid)[0, 0] > 0.5
+
+
+def extract(predictor: Predictor, items: list[dict]) -> dict[str, np.ndarray]:
+    """Per image: deepest features pooled (mean and max per channel) over the whole letterbox and over the
+    image only, the top-256 score and the maximum probability, the displayed size and aspect, the label."""
     network = predictor.network
     captured: dict[str, torch.Tensor] = {}
     deepest_module(network, predictor.spatial_size).register_forward_hook(
         lambda m, i, o: captured.__setitem__("features", o)
     )
-    rows, labels = [], []
+    out: dict[str, list] = {"whole": [], "inside": [], "scores": [], "acquisition": [], "label": []}
     for n, item in enumerate(items):
-        image = predictor.prepare(item["image"])["image"].as_tensor()[None]
-        batch = predictor.precision.prepare_input(with_empty_guidance(image, 3))
+        prepared = predictor.prepare(item["image"])
+        batch = predictor.precision.prepare_input(with_empty_guidance(prepared["image"].as_tensor()[None], 3))
         with torch.inference_mode():
             prob = torch.sigmoid(predictor.precision.forward(network, batch)).numpy()[0, 0]
-        feats = captured["features"].float()
-        pooled = torch.cat([feats.mean((2, 3)), feats.amax((2, 3))], dim=1).numpy()[0]
-        rows.append(np.concatenate([pooled, [fracture_score(prob, SCORE_TOP_PIXELS), float(prob.max())]]))
-        labels.append(int(item["fractured"]))
+        feats = captured["features"].float()[0]
+        inside = content_mask(prepared["original"].shape, predictor.spatial_size, feats.shape[-1])
+        cells = feats[:, inside]
+        out["whole"].append(torch.cat([feats.mean((1, 2)), feats.amax((1, 2))]).numpy())
+        out["inside"].append(torch.cat([cells.mean(1), cells.amax(1)]).numpy())
+        out["scores"].append([fracture_score(prob, SCORE_TOP_PIXELS), float(prob.max())])
+        height, width = prepared["original"].shape
+        out["acquisition"].append([float(height * width), height / width])
+        out["label"].append(int(item["fractured"]))
         if (n + 1) % 100 == 0:
             logger.info("%d of %d images", n + 1, len(items))
-    return np.stack(rows).astype(np.float64), np.asarray(labels)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
-    """L2-regularised logistic regression on standardised features: weights, bias, mean, scale."""
-    mean, scale = x.mean(0), x.std(0) + 1e-6
-    a = torch.tensor((x - mean) / scale)
-    t = torch.tensor(y, dtype=torch.float64)
-    w = torch.zeros(a.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=500)
+def head(l2: float, n: int):
+    """Standardised features into a logistic regression minimising mean log-loss + ``l2 * |w|^2`` over
+    ``n`` training images (scikit-learn's ``C`` weighs the summed loss: ``C = 1 / (2 * l2 * n)``)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(a @ w + b, t) + l2 * (w**2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return w.detach().numpy(), float(b.item()), mean, scale
-
-
-def predict(model: tuple[np.ndarray, float, np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
-    w, b, mean, scale = model
-    return ((x - mean) / scale) @ w + b
+    return make_pipeline(StandardScaler(), LogisticRegression(C=1.0 / (2.0 * l2 * n), max_iter=5000))
 
 
 def choose_l2(
     x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0
 ) -> tuple[float, dict[float, float]]:
     """The L2 weight with the best cross-validated AUROC on the training images."""
-    fold = np.random.default_rng(seed).permutation(len(y)) % folds
-    results = {}
-    for l2 in L2_GRID:
-        out = np.zeros(len(y))
-        for k in range(folds):
-            model = fit_logistic(x[fold != k], y[fold != k], l2)
-            out[fold == k] = predict(model, x[fold == k])
-        results[l2] = roc_auc(out, y)
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    split = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    results = {
+        l2: roc_auc(cross_val_predict(head(l2, len(y)), x, y, cv=split, method="decision_function"), y)
+        for l2 in L2_GRID
+    }
     return max(results, key=results.get), results
+
+
+def fitted_scores(train: np.ndarray, y: np.ndarray, valid: np.ndarray) -> tuple[float, np.ndarray]:
+    """The cross-validated L2 weight and the valid images' head scores."""
+    l2, _ = choose_l2(train, y)
+    return l2, head(l2, len(y)).fit(train, y).decision_function(valid)
 
 
 def auroc_with_ci(scores: np.ndarray, labels: np.ndarray) -> str:
@@ -126,6 +139,18 @@ def auroc_with_ci(scores: np.ndarray, labels: np.ndarray) -> str:
 
     low, high = bootstrap_ci(stat, len(pos), len(neg))
     return f"{roc_auc(scores, labels):.3f} ({low:.3f}–{high:.3f})"
+
+
+def paired_difference_ci(a: np.ndarray, b: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Bootstrap interval of AUROC(a) - AUROC(b) on the same resampled images."""
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+
+    def stat(p: np.ndarray, n: np.ndarray) -> float:
+        idx = np.concatenate([pos[p], neg[n]])
+        y = labels[idx]
+        return roc_auc(a[idx], y) - roc_auc(b[idx], y)
+
+    return bootstrap_ci(stat, len(pos), len(neg))
 
 
 def main() -> None:
@@ -144,27 +169,50 @@ def main() -> None:
         predictor = Predictor(weights=args.weights, bundle=args.bundle, mirror=False)
         data = {}
         for split, keys in SPLITS.items():
-            data[f"{split}_x"], data[f"{split}_y"] = extract(predictor, load_datalist(datalist, list(keys)))
+            for key, value in extract(predictor, load_datalist(datalist, list(keys))).items():
+                data[f"{split}_{key}"] = value
         if args.cache is not None:
             args.cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez(args.cache, **data)
-    xt, yt, xv, yv = data["train_x"], data["train_y"], data["valid_x"], data["valid_y"]
-    n_feat = xt.shape[1] - 2
+    train = {k[len("train_") :]: v for k, v in data.items() if k.startswith("train_")}
+    valid = {k[len("valid_") :]: v for k, v in data.items() if k.startswith("valid_")}
+    yt, yv = train["label"].astype(int), valid["label"].astype(int)
     print(
         f"\nweights {args.weights}; {cpu_description()}; train {len(yt)} images ({int(yt.sum())} fractured), "
-        f"valid {len(yv)} ({int(yv.sum())} fractured); {n_feat} pooled features\n"
+        f"valid {len(yv)} ({int(yv.sum())} fractured); {train['whole'].shape[1]} pooled features\n"
     )
-    print("| image score | L2 (5-fold CV on train) | valid AUROC (95 % CI) |")
-    print("|---|---:|---|")
-    print(f"| segmentation score alone (top-256 mean) | – | {auroc_with_ci(xv[:, n_feat], yv)} |")
-    for name, cols in (
-        ("logistic: top-256 score + max probability", [n_feat, n_feat + 1]),
-        ("logistic: pooled features only", list(range(n_feat))),
-        ("logistic: pooled features + both scores", list(range(n_feat + 2))),
+    rows = [("segmentation score alone (top-256 mean)", "–", valid["scores"][:, 0])]
+    for name, parts in (
+        ("logistic: top-256 score + max probability", ("scores",)),
+        ("logistic: image size + aspect only (acquisition shortcut)", ("acquisition",)),
+        ("logistic: features pooled over the whole letterbox only", ("whole",)),
+        ("logistic: whole-letterbox features + scores", ("whole", "scores")),
+        ("logistic: features pooled over the image only + scores", ("inside", "scores")),
     ):
-        l2, _ = choose_l2(xt[:, cols], yt)
-        model = fit_logistic(xt[:, cols], yt, l2)
-        print(f"| {name} | {l2:g} | {auroc_with_ci(predict(model, xv[:, cols]), yv)} |")
+        l2, scores = fitted_scores(
+            np.hstack([train[p] for p in parts]), yt, np.hstack([valid[p] for p in parts])
+        )
+        rows.append((name, f"{l2:g}", scores))
+    # within one displayed shape (454 x 373, portrait), size and aspect cannot separate the classes
+    pixels, aspect = valid["acquisition"][:, 0], valid["acquisition"][:, 1]
+    common = (pixels == 454 * 373) & (aspect > 1)
+    print("| image score | L2 (5-fold CV on train) | valid AUROC (95 % CI) | valid 454×373 (H×W) only |")
+    print("|---|---:|---|---|")
+    for name, l2, scores in rows:
+        print(
+            f"| {name} | {l2} | {auroc_with_ci(scores, yv)} | {auroc_with_ci(scores[common], yv[common])} |"
+        )
+    landscape = (pixels == 454 * 373) & (aspect < 1)
+    print(
+        f"\n454×373: {int(yv[common].sum())} fractured and {int((1 - yv[common]).sum())} non-fractured valid "
+        f"images; 373×454: {int(yv[landscape].sum())} and {int((1 - yv[landscape]).sum())}"
+    )
+    low, high = paired_difference_ci(rows[-1][2], rows[0][2], yv)
+    difference = roc_auc(rows[-1][2], yv) - roc_auc(rows[0][2], yv)
+    print(
+        f"last row minus the segmentation score: {difference:+.3f} "
+        f"(paired bootstrap 95 % CI {low:+.3f} to {high:+.3f})"
+    )
 
 
 if __name__ == "__main__":

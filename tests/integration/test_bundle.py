@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -401,6 +402,7 @@ def test_finetune_overlay_continues_from_weights_supervised_with_negatives(
     start = build_generator(channels=TINY_CHANNELS)
     torch.save({"model": start.state_dict()}, tmp_path / "start.pt")
     overrides["init_weights"] = str(tmp_path / "start.pt")
+    overrides["image_loss_weight"] = 0.5  # as the 0.8.0 step ran it (--image_loss_weight 0.5)
     configs = [CONFIGS / "train.json", CONFIGS / "train_cpu.json", CONFIGS / "train_cpu_finetune.json"]
     workflow = ConfigWorkflow(
         config_file=[str(f) for f in configs],
@@ -412,6 +414,8 @@ def test_finetune_overlay_continues_from_weights_supervised_with_negatives(
     parser = workflow.parser
     assert parser.get_parsed_content("train_keys") == recipe["train_keys"] == ["training", "negatives_train"]
     assert parser.get_parsed_content("adversarial_weight") == 0.0
+    loss = parser.get_parsed_content("loss")
+    assert (loss.image_weight, loss.image_top_k) == (0.5, 256)
     data = parser.get_parsed_content("train#dataset#data")
     assert {item["fractured"] for item in data} == {0, 1}
     trainer = parser.get_parsed_content("train#trainer")
@@ -426,10 +430,15 @@ def test_finetune_overlay_continues_from_weights_supervised_with_negatives(
     trainer.add_event_handler(
         Events.ITERATION_COMPLETED, lambda e: d_losses.append(float(e.state.output[0]["d_loss"]))
     )
+    seg_losses: list[float] = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: seg_losses.append(float(e.state.output[0]["seg_loss"]))
+    )
     workflow.run()
     workflow.finalize()
     assert first == {"equal": True}
     assert d_losses and all(d == 0 for d in d_losses)
+    assert seg_losses and all(math.isfinite(v) for v in seg_losses)
     assert (tmp_path / "models" / "model.pt").exists()
 
 

@@ -34,14 +34,24 @@ def test_deepest_module_is_the_innermost_level_of_the_unet() -> None:
     assert seen == [(1, 48, 16, 16)]
 
 
-def test_logistic_fit_ranks_a_separable_feature_first_and_cv_picks_from_the_grid() -> None:
+def test_content_mask_covers_the_image_inside_the_letterbox() -> None:
+    probe = _probe()
+    # 454 x 373 (H x W): resized to 512 x 421, padded 45/46 columns each side; 32 cells of 16 px
+    mask = probe.content_mask((454, 373), 512, 32)
+    assert mask.shape == (32, 32) and mask.all(dim=1).sum() == 0 and mask.all(dim=0).sum() == 26
+    assert not mask[:, :2].any() and not mask[:, -2:].any()
+    assert probe.content_mask((300, 300), 512, 32).all()
+
+
+def test_head_ranks_by_the_informative_feature_and_cv_picks_from_the_grid() -> None:
     probe = _probe()
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 60)
     x = np.column_stack([y + rng.normal(0, 0.5, y.size), rng.normal(0, 1, y.size)])  # column 0 informative
-    model = probe.fit_logistic(x, y, l2=1e-2)
-    weights = model[0]
+    weights = probe.head(1e-2, len(y)).fit(x, y)[-1].coef_[0]
     assert weights[0] > 5 * abs(weights[1]) and weights[0] > 0
     l2, results = probe.choose_l2(x, y)
     assert l2 in probe.L2_GRID and set(results) == set(probe.L2_GRID)
     assert results[l2] > 0.8  # the informative column alone gives AUROC about 0.92 (d' = 2)
+    _, scores = probe.fitted_scores(x, y, x[:, :])
+    assert scores.shape == (120,) and scores[y == 1].mean() > scores[y == 0].mean()
