@@ -31,13 +31,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.transforms import Compose
 
 from fracseg.data import ensure_prepared, load_datalist
 from fracseg.evaluation.metrics import bootstrap_ci, roc_auc
 from fracseg.inference import DEFAULT_BUNDLE, DEFAULT_WEIGHTS, Predictor
 from fracseg.inference.decision import fracture_score
-from fracseg.networks.generator import with_empty_guidance
+from fracseg.networks.generator import GENERATOR_IN_CHANNELS, with_empty_guidance
 from fracseg.precision import cpu_description
+from fracseg.transforms import letterbox_transforms
 
 logger = logging.getLogger("image_head_probe")
 
@@ -55,22 +57,19 @@ def deepest_module(network: torch.nn.Module, side: int) -> torch.nn.Module:
         if m is not network
     ]
     with torch.inference_mode():
-        network(torch.zeros(1, 3, side, side))
+        network(torch.zeros(1, GENERATOR_IN_CHANNELS, side, side))
     for h in hooks:
         h.remove()
     return min(found, key=lambda t: t[:3])[3]
 
 
 def content_mask(shape: tuple[int, int], side: int, grid: int) -> torch.Tensor:
-    """``(grid, grid)`` boolean mask of the feature cells covering the image inside the letterbox (the
-    longest side resized to ``side``, padded symmetrically, as ``letterbox_transforms`` does)."""
-    height, width = shape
-    scale = side / max(height, width)
-    h, w = round(height * scale), round(width * scale)
-    top, left = (side - h) // 2, (side - w) // 2
-    full = torch.zeros(1, 1, side, side)
-    full[..., top : top + h, left : left + w] = 1.0
-    return torch.nn.functional.adaptive_avg_pool2d(full, grid)[0, 0] > 0.5
+    """``(grid, grid)`` boolean mask of the feature cells covering the image inside the letterbox: an
+    all-ones image of the displayed ``shape`` through the project's own ``letterbox_transforms``, so the
+    geometry is the one inference uses, averaged over each cell and kept where more than half is image."""
+    ones = {"image": torch.ones(1, *shape)}
+    boxed = Compose(letterbox_transforms(spatial_size=side))(ones)["image"].as_tensor()[None]
+    return torch.nn.functional.adaptive_avg_pool2d(boxed, grid)[0, 0] > 0.5
 
 
 def extract(predictor: Predictor, items: list[dict]) -> dict[str, np.ndarray]:
@@ -84,7 +83,8 @@ def extract(predictor: Predictor, items: list[dict]) -> dict[str, np.ndarray]:
     out: dict[str, list] = {"whole": [], "inside": [], "scores": [], "acquisition": [], "label": []}
     for n, item in enumerate(items):
         prepared = predictor.prepare(item["image"])
-        batch = predictor.precision.prepare_input(with_empty_guidance(prepared["image"].as_tensor()[None], 3))
+        image = with_empty_guidance(prepared["image"].as_tensor()[None], GENERATOR_IN_CHANNELS)
+        batch = predictor.precision.prepare_input(image)
         with torch.inference_mode():
             prob = torch.sigmoid(predictor.precision.forward(network, batch)).numpy()[0, 0]
         feats = captured["features"].float()[0]
