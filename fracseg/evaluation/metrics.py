@@ -6,6 +6,7 @@ Conventions are stated where a choice was made; ``bundle/docs/README.md`` repeat
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -167,6 +168,21 @@ def sensitivity_specificity(predicted: Sequence[bool], labels: Sequence[int]) ->
     sens = float((p & y).sum() / y.sum()) if y.any() else float("nan")
     spec = float((~p & ~y).sum() / (~y).sum()) if (~y).any() else float("nan")
     return sens, spec
+
+
+def specificity_at_sensitivity(
+    scores: Sequence[float], labels: Sequence[int], target: float = 0.85
+) -> tuple[float, float]:
+    """``(specificity, threshold)`` of ``score >= threshold`` at the highest threshold whose sensitivity is
+    at least ``target``: the best specificity the score alone can give at that sensitivity (no region or
+    other condition of the decision rule). NaN for a class with no cases."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels, dtype=bool)
+    if not y.any() or y.all():
+        return float("nan"), float("nan")
+    positives = np.sort(s[y])[::-1]
+    threshold = float(positives[max(1, math.ceil(target * len(positives) - 1e-9)) - 1])
+    return float(np.mean(s[~y] < threshold)), threshold
 
 
 def youden_threshold(scores: Sequence[float], labels: Sequence[int]) -> float:

@@ -16,6 +16,7 @@ from fracseg.evaluation.metrics import (
     pixel_metrics,
     roc_auc,
     sensitivity_specificity,
+    specificity_at_sensitivity,
     summarize,
     youden_threshold,
 )
@@ -89,6 +90,19 @@ def test_youden_threshold_and_sensitivity_specificity() -> None:
     t = youden_threshold(scores, labels)
     assert 0.3 < t <= 0.7
     assert sensitivity_specificity([s >= t for s in scores], labels) == (1.0, 1.0)
+
+
+def test_specificity_at_sensitivity_keeps_the_highest_threshold_reaching_the_target() -> None:
+    # 10 positives: at sensitivity >= 0.8 the threshold is the 8th highest positive score (0.3); two
+    # negatives (0.35, 0.9) score at or above it, three (0.0, 0.1, 0.2) below
+    positives = [0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.3, 0.2, 0.1]
+    negatives = [0.0, 0.1, 0.2, 0.35, 0.9]
+    scores, labels = positives + negatives, [1] * 10 + [0] * 5
+    spec, threshold = specificity_at_sensitivity(scores, labels, 0.8)
+    assert threshold == 0.3 and spec == pytest.approx(3 / 5)
+    assert sensitivity_specificity([s >= threshold for s in scores], labels) == (0.8, spec)
+    assert specificity_at_sensitivity(scores, labels, 1.0) == (pytest.approx(1 / 5), 0.1)
+    assert math.isnan(specificity_at_sensitivity([0.1, 0.2], [1, 1])[0])
 
 
 def test_summarize_ignores_undefined_values() -> None:
