@@ -32,6 +32,7 @@ from fracseg.evaluation.metrics import (
     roc_auc,
     sensitivity_specificity,
     summarize,
+    threshold_at_sensitivity,
 )
 from fracseg.inference.decision import DecisionRule, decide, fracture_score
 from fracseg.inference.predictor import Predictor
@@ -250,21 +251,6 @@ def confidence_intervals(
     return {name: bootstrap_ci(fn, n_pos, n_neg, reps=reps) for name, fn in statistics.items()}
 
 
-def _image_threshold(scores: list[float], labels: list[int], target_sensitivity: float) -> float:
-    """Highest threshold whose decisions ``score >= t`` keep sensitivity >= ``target_sensitivity``.
-
-    ``-inf`` marks images that are negative whatever the threshold (no region survives). Where the target
-    cannot be reached, the highest threshold that reaches the largest sensitivity the model can give:
-    sensitivity stays first, as in the target, instead of trading it for specificity (Youden's J)."""
-    pos = np.asarray([s for s, y in zip(scores, labels, strict=True) if y], dtype=np.float64)
-    candidates = sorted({s for s in scores if np.isfinite(s)}, reverse=True)
-    if not candidates or not pos.size:
-        return 0.0
-    reachable = float(np.mean(pos >= candidates[-1]))
-    goal = min(target_sensitivity, reachable)
-    return float(next(t for t in candidates if float(np.mean(pos >= t)) >= goal))
-
-
 def calibrate(cases: list[Case], target_sensitivity: float = 0.85) -> dict[str, Any]:
     """Choose the decision rule on this split (use on valid only).
 
@@ -304,7 +290,7 @@ def calibrate(cases: list[Case], target_sensitivity: float = 0.85) -> dict[str, 
     ungated = DecisionRule(threshold=threshold, score_threshold=0.0, min_region_pixels=min_region)
     has_region = [bool(decide(c.probability, ungated).regions) for c in usable]
     decisive = [s if r else -np.inf for s, r in zip(scores_at[top], has_region, strict=True)]
-    score_threshold = _image_threshold(decisive, labels, target_sensitivity)
+    score_threshold = threshold_at_sensitivity(decisive, labels, target_sensitivity)
     return {
         "threshold": threshold,
         "min_region_pixels": int(min_region),

@@ -6,7 +6,6 @@ Conventions are stated where a choice was made; ``bundle/docs/README.md`` repeat
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -170,18 +169,35 @@ def sensitivity_specificity(predicted: Sequence[bool], labels: Sequence[int]) ->
     return sens, spec
 
 
+def threshold_at_sensitivity(
+    scores: Sequence[float], labels: Sequence[int], target_sensitivity: float
+) -> float:
+    """Highest threshold whose decisions ``score >= t`` keep sensitivity >= ``target_sensitivity``.
+
+    ``-inf`` marks images that are negative whatever the threshold (``fracseg evaluate --calibrate``: no
+    region survives). Where the target cannot be reached, the highest threshold that reaches the largest
+    sensitivity the scores can give: sensitivity stays first, as in the target, instead of trading it for
+    specificity (Youden's J)."""
+    pos = np.asarray([s for s, y in zip(scores, labels, strict=True) if y], dtype=np.float64)
+    candidates = sorted({s for s in scores if np.isfinite(s)}, reverse=True)
+    if not candidates or not pos.size:
+        return 0.0
+    reachable = float(np.mean(pos >= candidates[-1]))
+    goal = min(target_sensitivity, reachable)
+    return float(next(t for t in candidates if float(np.mean(pos >= t)) >= goal))
+
+
 def specificity_at_sensitivity(
     scores: Sequence[float], labels: Sequence[int], target: float = 0.85
 ) -> tuple[float, float]:
-    """``(specificity, threshold)`` of ``score >= threshold`` at the highest threshold whose sensitivity is
-    at least ``target``: the best specificity the score alone can give at that sensitivity (no region or
-    other condition of the decision rule). NaN for a class with no cases."""
+    """``(specificity, threshold)`` of ``score >= threshold`` at :func:`threshold_at_sensitivity`: the best
+    specificity the score alone can give at that sensitivity (no region or other condition of the decision
+    rule). NaN for a class with no cases."""
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=bool)
     if not y.any() or y.all():
         return float("nan"), float("nan")
-    positives = np.sort(s[y])[::-1]
-    threshold = float(positives[max(1, math.ceil(target * len(positives) - 1e-9)) - 1])
+    threshold = threshold_at_sensitivity(s.tolist(), y.astype(int).tolist(), target)
     return float(np.mean(s[~y] < threshold)), threshold
 
 
