@@ -39,6 +39,7 @@ from fracseg.evaluation.metrics import bootstrap_ci, roc_auc, specificity_at_sen
 from fracseg.inference import DEFAULT_BUNDLE, DEFAULT_WEIGHTS, Predictor
 from fracseg.inference.decision import fracture_score
 from fracseg.networks.generator import GENERATOR_IN_CHANNELS, with_empty_guidance
+from fracseg.networks.image_head import deepest_module
 from fracseg.precision import cpu_description
 from fracseg.transforms import letterbox_transforms
 
@@ -49,21 +50,6 @@ L2_GRID = (1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
 SCORE_TOP_PIXELS = 256
 #: The sensitivity at which issue 13 asks for specificity >= 0.60.
 TARGET_SENSITIVITY = 0.85
-
-
-def deepest_module(network: torch.nn.Module, side: int) -> torch.nn.Module:
-    """The module whose output has the smallest spatial size (the most channels among ties)."""
-    found: list[tuple[int, int, int, torch.nn.Module]] = []
-    hooks = [
-        m.register_forward_hook(lambda m, i, o, n=n: found.append((o.shape[-1], -o.shape[1], n, m)))
-        for n, m in enumerate(network.modules())
-        if m is not network
-    ]
-    with torch.inference_mode():
-        network(torch.zeros(1, GENERATOR_IN_CHANNELS, side, side))
-    for h in hooks:
-        h.remove()
-    return min(found, key=lambda t: t[:3])[3]
 
 
 def content_mask(shape: tuple[int, int], side: int, grid: int) -> torch.Tensor:

@@ -83,6 +83,8 @@ class Case:
     thumbnail: np.ndarray | None = None
     probability: np.ndarray | None = None
     truth: np.ndarray | None = None
+    #: the image head's probability (``None`` without a head): the score the rule gates on
+    image_score: float | None = None
     instances: list[np.ndarray] = field(default_factory=list)
 
 
@@ -156,6 +158,7 @@ def score_case(
         thumbnail=_thumbnail(pred.image, truth, pred.mask) if row["fractured"] else None,
         probability=pred.probability if keep_maps else None,
         truth=truth if keep_maps else None,
+        image_score=pred.image_score,
         instances=instances if keep_maps else [],
     )
 
@@ -283,13 +286,16 @@ def calibrate(cases: list[Case], target_sensitivity: float = 0.85) -> dict[str, 
         scores_at[k] = [fracture_score(c.probability, k) for c in usable]
         auroc_at[k] = roc_auc(scores_at[k], labels)
     top = max(auroc_at, key=lambda k: (np.nan_to_num(auroc_at[k], nan=-1.0), -k))
+    head = all(c.image_score is not None for c in usable)
+    # with the image head the score is its probability whatever score_top_pixels says (decide())
+    chosen_scores = [float(c.image_score) for c in usable] if head else scores_at[top]
     # decide() reports a fracture only when the score passes the gate AND a region survives the pixel
     # threshold and the size filter; an image without such a region is negative at any image threshold,
     # so the threshold is chosen on that decision, not on the score alone (which overstates sensitivity
     # once the gate falls below the pixel threshold).
     ungated = DecisionRule(threshold=threshold, score_threshold=0.0, min_region_pixels=min_region)
     has_region = [bool(decide(c.probability, ungated).regions) for c in usable]
-    decisive = [s if r else -np.inf for s, r in zip(scores_at[top], has_region, strict=True)]
+    decisive = [s if r else -np.inf for s, r in zip(chosen_scores, has_region, strict=True)]
     score_threshold = threshold_at_sensitivity(decisive, labels, target_sensitivity)
     return {
         "threshold": threshold,
@@ -299,6 +305,8 @@ def calibrate(cases: list[Case], target_sensitivity: float = 0.85) -> dict[str, 
         "score_threshold": float(score_threshold),
         "mean_dice_by_threshold": dice_at,
         "auroc_by_top_pixels": auroc_at,
+        "score_source": "image_head" if head else f"top-{top} pixels",
+        "auroc_of_score": roc_auc(chosen_scores, labels),
         "target_sensitivity": target_sensitivity,
     }
 
@@ -333,7 +341,7 @@ def crossfit(cases: list[Case], repeats: int = 5, seed: int = 0) -> dict[str, An
             )
             for i, c in enumerate(usable):
                 if half[i] == fold:
-                    decision = decide(c.probability, fold_rule)
+                    decision = decide(c.probability, fold_rule, c.image_score)
                     present.append((bool(decision.fracture_present), int(c.row["fractured"])))
                     if c.row["fractured"]:
                         dice.append(pixel_metrics(decision.mask, c.truth)["dice"])

@@ -4,8 +4,10 @@ One rule, used by ``fracseg infer``, ``fracseg evaluate`` and the bundle's infer
 
 1. ``candidate = probability >= threshold`` (pixel threshold);
 2. connected regions (8-connectivity) smaller than ``min_region_pixels`` are dropped;
-3. ``fracture_score`` = the mean of the ``score_top_pixels`` highest probabilities in the image
-   (1 gives the maximum; a larger value ignores isolated hot pixels);
+3. ``fracture_score`` = the image-level head's probability where the model has one
+   (:mod:`fracseg.networks.image_head`, the network's second output channel), else the mean of the
+   ``score_top_pixels`` highest probabilities in the image (1 gives the maximum; a larger value ignores
+   isolated hot pixels);
 4. ``fracture_present = fracture_score >= score_threshold``; when it is false the mask is emptied, so
    an image judged fracture-free never shows a fracture region.
 
@@ -108,6 +110,13 @@ def fracture_score(probability: np.ndarray, top_pixels: int = 1) -> float:
     return float(np.partition(flat, flat.size - k)[flat.size - k :].mean())
 
 
+def image_score_of(channels: np.ndarray) -> float | None:
+    """The image-level head's probability: the mean of the second channel (constant over the image, see
+    :mod:`fracseg.networks.image_head`) of a ``(C, H, W)`` probability map; ``None`` for one channel."""
+    channels = np.asarray(channels)
+    return float(channels[1].mean()) if channels.ndim == 3 and channels.shape[0] > 1 else None
+
+
 def find_regions(
     mask: np.ndarray, probability: np.ndarray, min_pixels: int = 0
 ) -> tuple[np.ndarray, list[Region]]:
@@ -135,10 +144,11 @@ def find_regions(
     return labels, regions
 
 
-def decide(probability: np.ndarray, rule: DecisionRule) -> Decision:
-    """Apply ``rule`` to a ``(H, W)`` probability map."""
+def decide(probability: np.ndarray, rule: DecisionRule, image_score: float | None = None) -> Decision:
+    """Apply ``rule`` to a ``(H, W)`` probability map; ``image_score``: the image-level head's probability
+    where the model has one (it replaces the top-pixel summary as ``fracture_score``)."""
     prob = np.asarray(probability, dtype=np.float32)
-    score = fracture_score(prob, rule.score_top_pixels)
+    score = fracture_score(prob, rule.score_top_pixels) if image_score is None else float(image_score)
     if score < rule.score_threshold:
         empty = np.zeros(prob.shape, dtype=np.int32)
         return Decision(mask=empty > 0, labels=empty, fracture_score=score, fracture_present=False)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
+from monai.networks.nets import UNet
 from torch.nn.functional import logsigmoid
 
-from fracseg.inference.decision import fracture_score
+from fracseg.inference.decision import fracture_score, image_score_of
+from fracseg.io import file_sha256
 from fracseg.networks.generator import GENERATOR_IN_CHANNELS, with_empty_guidance
+from fracseg.networks.image_head import attach_image_head_file, has_image_head
 from fracseg.precision import Precision, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -52,7 +57,8 @@ class GuidedInferer(Inferer):
     (automatic segmentation only) is computed again in fp32: bf16 moves scores by up to a few hundredths,
     so near the threshold it can flip the yes/no answer (three of 205 valid images for bundle 0.7.0),
     while re-running the few borderline images (about 2 %) keeps the decision the same as fp32's at a
-    small share of the time bf16 saves. The score is taken on the letterboxed map with the number of top
+    small share of the time bf16 saves. With the image head (:mod:`fracseg.networks.image_head`) the score is
+    its channel; without it, the score is taken on the letterboxed map with the number of top
     pixels scaled by the letterbox's area ratio, where the input's displayed size is known (a MetaTensor's
     ``spatial_shape``, or ``display_shapes``): close to the displayed-size score the rule uses, and the
     margin covers the rest.
@@ -66,6 +72,10 @@ class GuidedInferer(Inferer):
         score_top_pixels: the decision rule's score summary
             (:func:`fracseg.inference.decision.fracture_score`).
         fp32_margin: half-width of the band around ``score_threshold`` re-computed in fp32 (0: off).
+        image_head: the image-level head file (:mod:`fracseg.networks.image_head`): attached to the network
+            on its first call when it was fitted for ``weights``; the logits then get a second channel,
+            the image's fracture logit, which the decision rule uses as ``fracture_score``.
+        weights: the generator weights file the network holds (for the head's check); ``None``: no check.
     """
 
     def __init__(
@@ -76,6 +86,8 @@ class GuidedInferer(Inferer):
         score_threshold: float | None = None,
         score_top_pixels: int = 1,
         fp32_margin: float = 0.0,
+        image_head: str | os.PathLike[str] | None = None,
+        weights: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -84,6 +96,9 @@ class GuidedInferer(Inferer):
         self.score_threshold = None if score_threshold is None else float(score_threshold)
         self.score_top_pixels = int(score_top_pixels)
         self.fp32_margin = float(fp32_margin)
+        self.image_head = None if image_head is None else Path(image_head)
+        self.weights = None if weights is None else Path(weights)
+        self._head_tried: set[int] = set()
         self._resolved: dict[str, Precision] = {}
         #: How many images the fp32 re-check has re-computed (for benchmarks and the agreement study).
         self.rechecked = 0
@@ -94,10 +109,23 @@ class GuidedInferer(Inferer):
             self._resolved[device.type] = resolve_precision(self.precision, device)
         return self._resolved[device.type]
 
+    def attach_head(self, network: Any) -> bool:
+        """Give ``network`` the image head (once per network; see ``image_head``); whether it has one."""
+        if not isinstance(network, UNet):
+            return False
+        if self.image_head is not None and id(network) not in self._head_tried:
+            self._head_tried.add(id(network))
+            sha = None
+            if self.weights is not None:
+                sha = file_sha256(self.weights) if self.weights.is_file() else "untrained"
+            attach_image_head_file(network, self.image_head, sha)
+        return has_image_head(network)
+
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Logits for ``inputs``; ``display_shapes`` (a keyword, not passed on to ``network``): each item's
         displayed ``(H, W)`` for the fp32 re-check, where ``inputs`` is not a MetaTensor that has them."""
         shapes = _display_shapes(inputs, kwargs.pop("display_shapes", None))
+        self.attach_head(network)
         precision = self.resolved(inputs.device)
         automatic = inputs.shape[1] < self.in_channels
         batch = precision.prepare_input(with_empty_guidance(inputs, self.in_channels))
@@ -128,6 +156,12 @@ class GuidedInferer(Inferer):
         scale = side / max(shape)
         return max(1, round(self.score_top_pixels * scale * scale))
 
+    def _score(self, probability: np.ndarray, side: int, shape: tuple[int, int] | None) -> float:
+        """One item's image score from its ``(C, S, S)`` letterboxed probabilities: the image head's channel
+        where the network has one, else the top-pixel summary of the mask channel."""
+        head = image_score_of(probability)
+        return head if head is not None else fracture_score(probability[0], self._top_pixels(side, shape))
+
     def _recheck_borderline(
         self,
         logits: torch.Tensor,
@@ -144,8 +178,7 @@ class GuidedInferer(Inferer):
         near = [
             i
             for i in range(probability.shape[0])
-            if abs(fracture_score(probability[i], self._top_pixels(side, shapes[i])) - self.score_threshold)
-            < self.fp32_margin
+            if abs(self._score(probability[i], side, shapes[i]) - self.score_threshold) < self.fp32_margin
         ]
         if not near:
             return logits

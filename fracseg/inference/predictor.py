@@ -15,7 +15,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd
 
 from fracseg.errors import find_fracseg_error
-from fracseg.inference.decision import Decision, DecisionRule, decide
+from fracseg.inference.decision import Decision, DecisionRule, decide, image_score_of
 from fracseg.inference.inferer import GuidedInferer
 from fracseg.io import file_sha256
 from fracseg.networks import build_generator, load_generator_state
@@ -39,12 +39,15 @@ class Prediction:
         decision: mask, regions, ``fracture_score`` and ``fracture_present`` from the bundle's
             :class:`~fracseg.inference.decision.DecisionRule`.
         meta: reader metadata (``XrayMeta.to_dict()`` plus MONAI keys).
+        image_score: the image head's probability (``None`` without a head); the decision's
+            ``fracture_score`` where present.
     """
 
     image: np.ndarray
     probability: np.ndarray
     decision: Decision
     meta: dict[str, Any]
+    image_score: float | None = None
 
     @property
     def mask(self) -> np.ndarray:
@@ -76,6 +79,7 @@ def bundle_settings(bundle: str | os.PathLike[str] = DEFAULT_BUNDLE) -> dict[str
         "precision": str(config.get("precision", "auto")),
         "mirror": bool(config.get("mirror", False)),
         "fp32_margin": float(config.get("fp32_margin", 0.0)),
+        "image_head": Path(bundle) / config["image_head"] if config.get("image_head") else None,
     }
 
 
@@ -99,6 +103,8 @@ class Predictor:
         mirror: average with the left-right mirrored input
             (:func:`fracseg.inference.inferer.mirror_averaged`); default: the bundle's ``mirror`` (the
             decision rule is calibrated with it).
+        image_head: the image-level head file (:mod:`fracseg.networks.image_head`); ``True``: the
+            bundle's ``image_head``; ``False``: none. Attached only when it was fitted for ``weights``.
     """
 
     def __init__(
@@ -112,6 +118,7 @@ class Predictor:
         network: torch.nn.Module | None = None,
         precision: str | None = None,
         mirror: bool | None = None,
+        image_head: bool | str | os.PathLike[str] = True,
     ) -> None:
         settings = bundle_settings(bundle)
         self.mirror = settings["mirror"] if mirror is None else bool(mirror)
@@ -149,7 +156,15 @@ class Predictor:
             score_threshold=self.rule.score_threshold,
             score_top_pixels=self.rule.score_top_pixels,
             fp32_margin=settings["fp32_margin"],
+            image_head=(settings["image_head"] if image_head is True else (image_head or None))
+            if self.trained
+            else None,
+            weights=weights if self.trained else None,
         )
+        self.image_head_sha256 = None
+        if self.inferer.attach_head(self.network):
+            head = self.inferer.image_head
+            self.image_head_sha256 = file_sha256(head) if head is not None else "attached by the caller"
         logger.info("inference precision: %s on %s", self.precision.name, self.device)
         # Same chain as training (fracseg.transforms.preprocessing), split so the full-size normalised
         # image stays available for the overlay.
@@ -172,6 +187,7 @@ class Predictor:
             "precision": self.precision.name,
             "mirror": self.mirror,
             "fp32_margin": self.inferer.fp32_margin,
+            "image_head_sha256": self.image_head_sha256,
         }
 
     def prepare(self, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -197,7 +213,8 @@ class Predictor:
     def infer(
         self, images: torch.Tensor, display_shapes: list[tuple[int, int]] | None = None
     ) -> torch.Tensor:
-        """Fracture probabilities ``(B, 1, S, S)`` (float32, CPU) for a batch of letterboxed X-rays.
+        """Fracture probabilities ``(B, C, S, S)`` (float32, CPU) for a batch of letterboxed X-rays: channel
+        0 per pixel, channel 1 (with the image head) the image-level probability, constant over the image.
 
         ``display_shapes``: each image's displayed ``(H, W)``, for the inferer's fp32 re-check of borderline
         bf16 answers (:class:`fracseg.inference.inferer.GuidedInferer`)."""
@@ -207,19 +224,21 @@ class Predictor:
         return torch.sigmoid(logits).cpu()
 
     def finish(self, prepared: dict[str, Any], probability: torch.Tensor) -> Prediction:
-        """Undo the letterbox of one ``(1, S, S)`` probability map and threshold it."""
+        """Undo the letterbox of one ``(C, S, S)`` probability map and apply the decision rule."""
         image: MetaTensor = prepared["image"]
         data = {
             "image": image,
             "pred": MetaTensor(probability, meta=image.meta, applied_operations=image.applied_operations),
         }
         restored = self.invert(data)["pred"]
-        prob = np.asarray(restored.as_tensor()[0], dtype=np.float32).clip(0.0, 1.0)
+        channels = np.asarray(restored.as_tensor(), dtype=np.float32).clip(0.0, 1.0)
+        image_score = image_score_of(channels)
         return Prediction(
             image=prepared["original"],
-            probability=prob,
-            decision=decide(prob, self.rule),
+            probability=channels[0],
+            decision=decide(channels[0], self.rule, image_score),
             meta=dict(image.meta),
+            image_score=image_score,
         )
 
     def predict(self, path: str | os.PathLike[str]) -> Prediction:

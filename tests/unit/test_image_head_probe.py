@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from fracseg.networks import build_generator
+from fracseg.networks.image_head import deepest_module
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,9 +24,8 @@ def _probe():
 
 
 def test_deepest_module_is_the_innermost_level_of_the_unet() -> None:
-    probe = _probe()
     network = build_generator(channels=(8, 16, 32), strides=(2, 2)).eval()
-    module = probe.deepest_module(network, 64)
+    module = deepest_module(network, 64)
     seen: list[tuple[int, ...]] = []
     module.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
     with torch.inference_mode():

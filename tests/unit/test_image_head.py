@@ -1,0 +1,200 @@
+"""The image-level head: its features, its fit, how it rides on the generator and reaches the decision."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from monai.transforms import Compose
+
+from fracseg.engines.image_head_fit import choose_l2, fit_logistic, stratified_folds
+from fracseg.inference.decision import DecisionRule, decide, image_score_of
+from fracseg.inference.inferer import GuidedInferer, mirror_averaged
+from fracseg.inference.transforms import DECISION_KEY, FractureDecisiond
+from fracseg.networks import build_generator
+from fracseg.networks.image_head import (
+    FeatureTap,
+    ImageHead,
+    attach_image_head,
+    attach_image_head_file,
+    content_cells,
+    has_image_head,
+    load_image_head,
+    save_image_head,
+)
+from fracseg.precision import Precision
+from fracseg.transforms import letterbox_transforms
+
+CHANNELS = (4, 8, 16)
+#: the innermost skip connection's output: the last down block's channels beside the bottom's
+DEEPEST = CHANNELS[-2] + CHANNELS[-1]
+
+
+def tiny_generator(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_generator(channels=CHANNELS, strides=(2, 2), num_res_units=1).eval()
+
+
+def letterboxed(shape: tuple[int, int], side: int = 64, seed: int = 0) -> torch.Tensor:
+    """A random image of the displayed ``shape`` through the project's letterbox (zero padding)."""
+    rng = np.random.default_rng(seed)
+    image = {"image": torch.as_tensor(rng.uniform(0.05, 1.0, (1, *shape)), dtype=torch.float32)}
+    return Compose(letterbox_transforms(spatial_size=side))(image)["image"].as_tensor()[None]
+
+
+def random_head(features: int, seed: int = 1) -> ImageHead:
+    g = torch.Generator().manual_seed(seed)
+    return ImageHead(
+        torch.randn(features, generator=g),
+        torch.rand(features, generator=g) + 0.5,
+        torch.randn(features, generator=g),
+        0.3,
+    )
+
+
+def test_content_cells_follow_the_letterbox_geometry() -> None:
+    """A portrait 454x373 image in a 512 letterbox covers the middle columns; at 32 cells per side each
+    side pad is 44 px = 2.75 cells, so columns 3..28 are image (more than half covered), 0-2 and 29-31 not."""
+    x = letterboxed((454, 373), side=512)
+    cells = content_cells(x, 32)[0]
+    assert cells[:, 3:29].all() and not cells[:, :3].any() and not cells[:, 29:].any()
+    assert cells.all(dim=0).sum() == 26  # as scripts/image_head_probe.py's content_mask found (26 x 32)
+    square = content_cells(letterboxed((300, 300), side=64), 4)
+    assert square.all()
+
+
+def test_fit_logistic_matches_scikit_learn() -> None:
+    """Same objective as sklearn's LogisticRegression (mean log-loss + l2 |w|^2 <=> C = 1 / (2 l2 n)) on
+    standardised features: the same decision function to numerical precision."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 6)) * [1, 2, 3, 4, 5, 6] + [0, 1, 2, 3, 4, 5]
+    y = (x[:, 0] - 0.3 * x[:, 2] + rng.normal(size=120) > 0).astype(int)
+    l2 = 0.05
+    head = fit_logistic(x, y, l2)
+    scaler = StandardScaler().fit(x)
+    reference = LogisticRegression(C=1.0 / (2 * l2 * len(y)), tol=1e-10, max_iter=10_000).fit(
+        scaler.transform(x), y
+    )
+    with torch.no_grad():
+        ours = head(torch.as_tensor(x)).numpy()
+    np.testing.assert_allclose(ours, reference.decision_function(scaler.transform(x)), atol=1e-4)
+
+
+def test_folds_are_stratified_and_l2_comes_from_the_grid() -> None:
+    y = np.array([1] * 10 + [0] * 25)
+    fold = stratified_folds(y, 5, seed=0)
+    for f in range(5):
+        assert (y[fold == f] == 1).sum() == 2 and (y[fold == f] == 0).sum() == 5
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(35, 3)) + y[:, None] * [4.0, 0.0, 0.0]
+    best, results = choose_l2(x, y, grid=(0.01, 1.0), folds=5)
+    assert best in (0.01, 1.0) and set(results) == {0.01, 1.0}
+    assert results[best] > 0.9  # the first feature separates the classes
+
+
+def test_attached_head_adds_a_constant_channel_with_the_heads_logit() -> None:
+    network = tiny_generator()
+    x = torch.cat([letterboxed((60, 40), seed=2), letterboxed((40, 64), seed=3)])
+    x = torch.cat([x, torch.zeros(2, 2, 64, 64)], dim=1)
+    with torch.no_grad():
+        plain = network(x)
+    collector = FeatureTap(network)
+    with torch.no_grad():
+        network(x)
+    collector.remove()
+    features = collector.collected[0]
+    assert features.shape == (2, 2 * DEEPEST + 2)
+    head = random_head(features.shape[1])
+    attach_image_head(network, head)
+    assert has_image_head(network)
+    with torch.no_grad():
+        out = network(x)
+    assert out.shape == (2, 2, 64, 64)
+    torch.testing.assert_close(out[:, :1], plain)  # the mask channel is untouched
+    expected = head(features)
+    for b in range(2):
+        assert torch.all(out[b, 1] == out[b, 1, 0, 0])
+        assert float(out[b, 1, 0, 0]) == pytest.approx(float(expected[b]), abs=1e-5)
+    with pytest.raises(ValueError):
+        attach_image_head(network, head)
+
+
+def test_head_channel_survives_precision_split_and_mirroring() -> None:
+    """bf16 runs the UNet's input block and the rest separately (Precision.forward); the hooks sit on
+    modules both paths call, so the head's channel is there, and mirroring averages it like the mask."""
+    network = tiny_generator()
+    x = torch.cat([letterboxed((64, 48), seed=4), torch.zeros(1, 2, 64, 64)], dim=1)
+    collector = FeatureTap(network)
+    with torch.no_grad():
+        network(x)
+    collector.remove()
+    attach_image_head(network, random_head(collector.collected[0].shape[1]))
+    bf16 = Precision("bf16", "cpu", requested="bf16")
+    with torch.no_grad():
+        fp32_out = network(x)
+        bf16_out = bf16.forward(network, x)
+        mirrored = mirror_averaged(lambda t: network(t), x)
+    assert bf16_out.shape == fp32_out.shape == (1, 2, 64, 64)
+    assert bf16_out.dtype == torch.float32
+    assert abs(float(torch.sigmoid(bf16_out[0, 1, 0, 0]) - torch.sigmoid(fp32_out[0, 1, 0, 0]))) < 0.02
+    assert torch.all(mirrored[0, 1] == mirrored[0, 1, 0, 0])
+
+
+def test_head_file_round_trip_and_refusal_for_other_weights(tmp_path, caplog) -> None:
+    head = random_head(2 * DEEPEST + 2)
+    path = tmp_path / "image_head.pt"
+    save_image_head(path, head, "a" * 64, {"images": 3})
+    stored = load_image_head(path)
+    assert stored.generator_sha256 == "a" * 64 and stored.info == {"images": 3}
+    torch.testing.assert_close(stored.head.weight, head.weight)
+    other = tiny_generator()
+    with caplog.at_level(logging.WARNING):
+        assert not attach_image_head_file(other, path, "b" * 64)
+    assert "not used" in caplog.text and not has_image_head(other)
+    assert attach_image_head_file(other, path, "a" * 64) and has_image_head(other)
+    assert not attach_image_head_file(tiny_generator(), tmp_path / "missing.pt", "a" * 64)
+    torch.save({"format": 99}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="format"):
+        load_image_head(tmp_path / "bad.pt")
+
+
+def test_inferer_attaches_the_head_and_rechecks_on_its_score(tmp_path) -> None:
+    network = tiny_generator()
+    x = letterboxed((64, 50), seed=5)
+    collector = FeatureTap(network)
+    with torch.no_grad():
+        network(torch.cat([x, torch.zeros(1, 2, 64, 64)], dim=1))
+    collector.remove()
+    path = tmp_path / "image_head.pt"
+    save_image_head(path, random_head(collector.collected[0].shape[1]), "untrained", {})
+    inferer = GuidedInferer(image_head=path, mirror=True)
+    with torch.no_grad():
+        logits = inferer(x, network)
+    assert logits.shape == (1, 2, 64, 64) and has_image_head(network)
+    score = float(torch.sigmoid(logits[0, 1, 0, 0]))
+    bf16 = GuidedInferer(precision="bf16", mirror=True, score_threshold=score, fp32_margin=0.5)
+    with torch.no_grad():
+        bf16(x, network)
+    assert bf16.rechecked == 1  # the head's score sits on the threshold: redone in fp32
+
+
+def test_decision_uses_the_image_score_where_given() -> None:
+    prob = np.zeros((20, 20), dtype=np.float32)
+    prob[5:10, 5:10] = 0.9
+    rule = DecisionRule(threshold=0.5, score_threshold=0.5, score_top_pixels=1)
+    assert decide(prob, rule).fracture_present  # the top pixel, 0.9, passes the gate
+    assert not decide(prob, rule, image_score=0.2).fracture_present
+    kept = decide(prob, rule, image_score=0.7)
+    assert kept.fracture_present and kept.fracture_score == pytest.approx(0.7) and kept.mask.sum() == 25
+    channels = np.stack([prob, np.full_like(prob, 0.2)])
+    assert image_score_of(channels) == pytest.approx(0.2) and image_score_of(channels[:1]) is None
+    out = FractureDecisiond(keys="pred", threshold=0.5, score_threshold=0.5)(
+        {"pred": torch.from_numpy(channels)}
+    )
+    assert out["pred"].shape == (1, 20, 20) and out["pred"].sum() == 0
+    assert out[DECISION_KEY]["fracture_score"] == pytest.approx(0.2)
