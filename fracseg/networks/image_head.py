@@ -25,6 +25,7 @@ probabilities of the mask channel and its maximum.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,8 @@ def pooled_features(image: torch.Tensor, deep: torch.Tensor, logits: torch.Tenso
     (see the module docstring)."""
     deep = deep.float()
     cells = content_cells(image, deep.shape[-1]).to(deep.device)
+    # an image thinner than half a cell covers none: pool over the whole grid rather than nothing
+    cells = cells | ~cells.flatten(1).any(dim=1)[:, None, None]
     weights = cells[:, None].float()
     count = weights.sum(dim=(2, 3)).clamp_min(1.0)
     mean = (deep * weights).sum(dim=(2, 3)) / count
@@ -132,8 +135,8 @@ class FeatureTap:
             raise TypeError("the image head needs a MONAI UNet (network.model = input, inner, output blocks)")
         self.head = head
         self.collected: list[torch.Tensor] = []
-        self._input: torch.Tensor | None = None
-        self._deep: torch.Tensor | None = None
+        # per thread: a served model may run forward passes on several threads at once
+        self._state = threading.local()
         self._handles = [
             model[0].register_forward_pre_hook(self._keep_input),
             deepest_module(network).register_forward_hook(self._keep_deep),
@@ -141,17 +144,18 @@ class FeatureTap:
         ]
 
     def _keep_input(self, module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        self._input = args[0]
+        self._state.input = args[0]
 
     def _keep_deep(self, module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
-        self._deep = output
+        self._state.deep = output
 
     def _output(self, module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor | None:
-        if self._input is None or self._deep is None:
+        image, deep = getattr(self._state, "input", None), getattr(self._state, "deep", None)
+        if image is None or deep is None:
             raise RuntimeError("image head hooks fired out of order")
+        self._state.input = self._state.deep = None
         with torch.autocast(output.device.type, enabled=False):
-            features = pooled_features(self._input, self._deep, output)
-            self._input = self._deep = None
+            features = pooled_features(image, deep, output)
             if self.head is None:
                 self.collected.append(features.detach().cpu())
                 return None

@@ -65,6 +65,19 @@ def test_content_cells_follow_the_letterbox_geometry() -> None:
     assert square.all()
 
 
+def test_pooled_features_stay_finite_for_an_image_thinner_than_a_cell() -> None:
+    """A 400x6 strip letterboxed to 64 px is one pixel wide: no cell is half image, so the pooling falls
+    back to the whole grid instead of returning -inf maxima."""
+    network = tiny_generator()
+    x = torch.cat([letterboxed((400, 6), seed=6), torch.zeros(1, 2, 64, 64)], dim=1)
+    assert not content_cells(x, 16).any()
+    tap = FeatureTap(network)
+    with torch.no_grad():
+        network(x)
+    tap.remove()
+    assert torch.isfinite(tap.collected[0]).all()
+
+
 def test_fit_logistic_matches_scikit_learn() -> None:
     """Same objective as sklearn's LogisticRegression (mean log-loss + l2 |w|^2 <=> C = 1 / (2 l2 n)) on
     standardised features: the same decision function to numerical precision."""
