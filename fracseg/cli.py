@@ -225,8 +225,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(
             f"  calibration (this split): threshold {cal['threshold']}, min_region_pixels "
             f"{cal['min_region_pixels']}, score_top_pixels "
-            f"{cal['score_top_pixels']}, score_threshold {cal['score_threshold']:.4f} "
-            f"(score: {cal['score_source']}, AUROC {cal['auroc_of_score']:.3f})"
+            f"{cal['score_top_pixels']}, score_threshold {cal['score_threshold']:.4f}"
+            + (
+                f", image_head_threshold {cal['image_head_threshold']:.4f} (image head AUROC "
+                f"{cal['auroc_image_head']:.3f})"
+                if cal.get("image_head_threshold") is not None
+                else ""
+            )
         )
         fit = cal["crossfit"]
         print(

@@ -287,26 +287,29 @@ def calibrate(cases: list[Case], target_sensitivity: float = 0.85) -> dict[str, 
         auroc_at[k] = roc_auc(scores_at[k], labels)
     top = max(auroc_at, key=lambda k: (np.nan_to_num(auroc_at[k], nan=-1.0), -k))
     head = all(c.image_score is not None for c in usable)
-    # with the image head the score is its probability whatever score_top_pixels says (decide())
-    chosen_scores = [float(c.image_score) for c in usable] if head else scores_at[top]
     # decide() reports a fracture only when the score passes the gate AND a region survives the pixel
     # threshold and the size filter; an image without such a region is negative at any image threshold,
     # so the threshold is chosen on that decision, not on the score alone (which overstates sensitivity
     # once the gate falls below the pixel threshold).
     ungated = DecisionRule(threshold=threshold, score_threshold=0.0, min_region_pixels=min_region)
     has_region = [bool(decide(c.probability, ungated).regions) for c in usable]
-    decisive = [s if r else -np.inf for s, r in zip(chosen_scores, has_region, strict=True)]
-    score_threshold = threshold_at_sensitivity(decisive, labels, target_sensitivity)
+
+    def gate(scores: list[float]) -> float:
+        decisive = [s if r else -np.inf for s, r in zip(scores, has_region, strict=True)]
+        return float(threshold_at_sensitivity(decisive, labels, target_sensitivity))
+
+    # the top-pixel threshold is always chosen, so that weights without a fitted head keep a rule
+    head_scores = [float(c.image_score) for c in usable] if head else None  # type: ignore[arg-type]
     return {
         "threshold": threshold,
         "min_region_pixels": int(min_region),
         "mean_dice_by_min_region_pixels": dice_by_region,
         "score_top_pixels": int(top),
-        "score_threshold": float(score_threshold),
+        "score_threshold": gate(scores_at[top]),
+        "image_head_threshold": gate(head_scores) if head_scores is not None else None,
         "mean_dice_by_threshold": dice_at,
         "auroc_by_top_pixels": auroc_at,
-        "score_source": "image_head" if head else f"top-{top} pixels",
-        "auroc_of_score": roc_auc(chosen_scores, labels),
+        "auroc_image_head": roc_auc(head_scores, labels) if head_scores is not None else None,
         "target_sensitivity": target_sensitivity,
     }
 
@@ -338,6 +341,7 @@ def crossfit(cases: list[Case], repeats: int = 5, seed: int = 0) -> dict[str, An
                 score_threshold=chosen["score_threshold"],
                 score_top_pixels=chosen["score_top_pixels"],
                 min_region_pixels=chosen["min_region_pixels"],
+                image_head_threshold=chosen["image_head_threshold"],
             )
             for i, c in enumerate(usable):
                 if half[i] == fold:

@@ -172,6 +172,12 @@ def markdown(metrics: dict[str, Any], figures: list[str], grid: str | None) -> s
             f"- image threshold {_fmt(cal['score_threshold'], 4)} (highest with sensitivity >= "
             f"{cal['target_sensitivity']})",
         ]
+        if cal.get("image_head_threshold") is not None:
+            lines.append(
+                f"- image head: AUROC {_fmt(cal['auroc_image_head'])}, image threshold "
+                f"{_fmt(cal['image_head_threshold'], 4)} (the same criterion); the head's probability is "
+                "the score wherever the head applies"
+            )
         if "crossfit" in cal:
             fit = cal["crossfit"]
             lines.append(

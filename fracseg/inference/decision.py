@@ -5,11 +5,13 @@ One rule, used by ``fracseg infer``, ``fracseg evaluate`` and the bundle's infer
 1. ``candidate = probability >= threshold`` (pixel threshold);
 2. connected regions (8-connectivity) smaller than ``min_region_pixels`` are dropped;
 3. ``fracture_score`` = the image-level head's probability where the model has one
-   (:mod:`fracseg.networks.image_head`, the network's second output channel), else the mean of the
-   ``score_top_pixels`` highest probabilities in the image (1 gives the maximum; a larger value ignores
-   isolated hot pixels);
-4. ``fracture_present = fracture_score >= score_threshold``; when it is false the mask is emptied, so
-   an image judged fracture-free never shows a fracture region.
+   (:mod:`fracseg.networks.image_head`, the network's second output channel) and the rule has a
+   threshold for it (``image_head_threshold``); else the mean of the ``score_top_pixels`` highest
+   probabilities in the image (1 gives the maximum; a larger value ignores isolated hot pixels);
+4. ``fracture_present = fracture_score >= image_head_threshold`` (head) or ``>= score_threshold`` (top
+   pixels); when it is false the mask is emptied, so an image judged fracture-free never shows a
+   fracture region. Both thresholds are kept, so weights the head was not fitted for (a continued
+   training run, the MONAI Label app's fine-tuned copy) still get the rule calibrated for their score.
 
 All four settings live in ``bundle/configs/inference.json`` and are chosen on the validation split by
 ``fracseg evaluate --calibrate`` (never on test). A fifth, ``guided_threshold``, is the pixel threshold
@@ -39,6 +41,8 @@ class DecisionRule:
     min_region_pixels: int = 0
     #: Pixel threshold once the annotator has placed a foreground click; ``None``: ``threshold``.
     guided_threshold: float | None = None
+    #: Image threshold on the image head's probability; ``None``: the head's score is not used.
+    image_head_threshold: float | None = None
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DecisionRule:
@@ -50,6 +54,9 @@ class DecisionRule:
             score_top_pixels=int(config.get("score_top_pixels", defaults.score_top_pixels)),
             min_region_pixels=int(config.get("min_region_pixels", defaults.min_region_pixels)),
             guided_threshold=_optional_float(config.get("guided_threshold", defaults.guided_threshold)),
+            image_head_threshold=_optional_float(
+                config.get("image_head_threshold", defaults.image_head_threshold)
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,7 +74,22 @@ class DecisionRule:
         if not foreground_clicks:
             return self
         threshold = self.threshold if self.guided_threshold is None else self.guided_threshold
-        return replace(self, threshold=threshold, score_threshold=0.0, min_region_pixels=0)
+        head = None if self.image_head_threshold is None else 0.0
+        return replace(
+            self, threshold=threshold, score_threshold=0.0, min_region_pixels=0, image_head_threshold=head
+        )
+
+    def uses_head(self, image_score: float | None) -> bool:
+        """Whether the image head's probability is the score: the model gave one and the rule has a
+        threshold for it."""
+        return image_score is not None and self.image_head_threshold is not None
+
+    def image_threshold(self, image_score: float | None = None) -> float:
+        """The image threshold that applies to an answer with (or without) the head's ``image_score``."""
+        if self.uses_head(image_score):
+            assert self.image_head_threshold is not None
+            return self.image_head_threshold
+        return self.score_threshold
 
 
 def _optional_float(value: Any) -> float | None:
@@ -146,10 +168,16 @@ def find_regions(
 
 def decide(probability: np.ndarray, rule: DecisionRule, image_score: float | None = None) -> Decision:
     """Apply ``rule`` to a ``(H, W)`` probability map; ``image_score``: the image-level head's probability
-    where the model has one (it replaces the top-pixel summary as ``fracture_score``)."""
+    where the model has one (with the rule's ``image_head_threshold`` it replaces the top-pixel summary as
+    ``fracture_score``)."""
     prob = np.asarray(probability, dtype=np.float32)
-    score = fracture_score(prob, rule.score_top_pixels) if image_score is None else float(image_score)
-    if score < rule.score_threshold:
+    head = rule.uses_head(image_score)
+    score = (
+        float(image_score)
+        if head and image_score is not None
+        else fracture_score(prob, rule.score_top_pixels)
+    )
+    if score < rule.image_threshold(image_score):
         empty = np.zeros(prob.shape, dtype=np.int32)
         return Decision(mask=empty > 0, labels=empty, fracture_score=score, fracture_present=False)
     labels, regions = find_regions(prob >= rule.threshold, prob, rule.min_region_pixels)

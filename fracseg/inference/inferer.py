@@ -68,7 +68,8 @@ class GuidedInferer(Inferer):
         precision: ``"auto"``, ``"bf16"`` or ``"fp32"``.
         mirror: average the probabilities with those of the left-right mirrored input
             (:func:`mirror_averaged`).
-        score_threshold: the decision rule's image threshold; ``None`` turns the fp32 re-check off.
+        score_threshold: the decision rule's image threshold on the top-pixel score; ``None`` (and no
+            ``image_head_threshold``) turns the fp32 re-check off.
         score_top_pixels: the decision rule's score summary
             (:func:`fracseg.inference.decision.fracture_score`).
         fp32_margin: half-width of the band around ``score_threshold`` re-computed in fp32 (0: off).
@@ -76,6 +77,8 @@ class GuidedInferer(Inferer):
             on its first call when it was fitted for ``weights``; the logits then get a second channel,
             the image's fracture logit, which the decision rule uses as ``fracture_score``.
         weights: the generator weights file the network holds (for the head's check); ``None``: no check.
+        image_head_threshold: the rule's image threshold on the head's probability (the re-check's band
+            is centred on it when the head answers).
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class GuidedInferer(Inferer):
         fp32_margin: float = 0.0,
         image_head: str | os.PathLike[str] | None = None,
         weights: str | os.PathLike[str] | None = None,
+        image_head_threshold: float | None = None,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -98,6 +102,7 @@ class GuidedInferer(Inferer):
         self.fp32_margin = float(fp32_margin)
         self.image_head = None if image_head is None else Path(image_head)
         self.weights = None if weights is None else Path(weights)
+        self.image_head_threshold = None if image_head_threshold is None else float(image_head_threshold)
         self._head_tried: set[int] = set()
         self._resolved: dict[str, Precision] = {}
         #: How many images the fp32 re-check has re-computed (for benchmarks and the agreement study).
@@ -144,7 +149,8 @@ class GuidedInferer(Inferer):
                 return precision.forward(network, x)
 
         logits = mirror_averaged(forward, batch) if self.mirror else forward(batch)
-        if precision.amp and automatic and self.score_threshold is not None and self.fp32_margin > 0:
+        gated = self.score_threshold is not None or self.image_head_threshold is not None
+        if precision.amp and automatic and gated and self.fp32_margin > 0:
             logits = self._recheck_borderline(logits, batch, network, args, kwargs, shapes)
         return logits
 
@@ -156,11 +162,17 @@ class GuidedInferer(Inferer):
         scale = side / max(shape)
         return max(1, round(self.score_top_pixels * scale * scale))
 
-    def _score(self, probability: np.ndarray, side: int, shape: tuple[int, int] | None) -> float:
-        """One item's image score from its ``(C, S, S)`` letterboxed probabilities: the image head's channel
-        where the network has one, else the top-pixel summary of the mask channel."""
+    def _distance(self, probability: np.ndarray, side: int, shape: tuple[int, int] | None) -> float:
+        """How far one item's image score lies from the threshold that applies to it, from its ``(C, S, S)``
+        letterboxed probabilities: the head's channel against ``image_head_threshold`` where both exist
+        (as :meth:`fracseg.inference.decision.DecisionRule.uses_head`), else the mask channel's top-pixel
+        summary against ``score_threshold``."""
         head = image_score_of(probability)
-        return head if head is not None else fracture_score(probability[0], self._top_pixels(side, shape))
+        if head is not None and self.image_head_threshold is not None:
+            return abs(head - self.image_head_threshold)
+        if self.score_threshold is None:
+            return float("inf")
+        return abs(fracture_score(probability[0], self._top_pixels(side, shape)) - self.score_threshold)
 
     def _recheck_borderline(
         self,
@@ -172,13 +184,12 @@ class GuidedInferer(Inferer):
         shapes: list[tuple[int, int] | None],
     ) -> torch.Tensor:
         """``logits`` with the items whose score is within ``fp32_margin`` of the threshold redone in fp32."""
-        assert self.score_threshold is not None
         probability = torch.sigmoid(logits.detach().float()).cpu().numpy()
         side = int(probability.shape[-1])
         near = [
             i
             for i in range(probability.shape[0])
-            if abs(self._score(probability[i], side, shapes[i]) - self.score_threshold) < self.fp32_margin
+            if self._distance(probability[i], side, shapes[i]) < self.fp32_margin
         ]
         if not near:
             return logits

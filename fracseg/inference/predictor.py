@@ -160,6 +160,7 @@ class Predictor:
             if self.trained
             else None,
             weights=weights if self.trained else None,
+            image_head_threshold=self.rule.image_head_threshold,
         )
         self.image_head_sha256 = None
         if self.inferer.attach_head(self.network):

@@ -53,10 +53,16 @@ class FractureDecisiond(MapTransform):
         score_top_pixels: int = 1,
         min_region_pixels: int = 0,
         guided_threshold: float | None = None,
+        image_head_threshold: float | None = None,
     ) -> None:
         super().__init__(keys)
         self.rule = DecisionRule(
-            threshold, score_threshold, score_top_pixels, min_region_pixels, guided_threshold
+            threshold=threshold,
+            score_threshold=score_threshold,
+            score_top_pixels=score_top_pixels,
+            min_region_pixels=min_region_pixels,
+            guided_threshold=guided_threshold,
+            image_head_threshold=image_head_threshold,
         )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:

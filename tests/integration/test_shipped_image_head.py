@@ -39,7 +39,7 @@ def test_shipped_head_belongs_to_the_shipped_weights_and_gives_the_score() -> No
             fracture_score(plain.probability, without.rule.score_top_pixels)
         )
         assert headed.fracture_present == (
-            headed.fracture_score >= with_head.rule.score_threshold and bool(headed.decision.regions)
+            headed.fracture_score >= with_head.rule.image_head_threshold and bool(headed.decision.regions)
         )
 
 
@@ -53,7 +53,16 @@ def test_head_is_refused_for_other_weights(tmp_path, caplog) -> None:
         predictor = Predictor(weights=other)
     assert predictor.settings()["image_head_sha256"] is None
     assert "not used" in caplog.text
-    assert predictor.predict(SAMPLES / "IMG0004068.jpg").image_score is None
+    prediction = predictor.predict(SAMPLES / "IMG0004068.jpg")
+    assert prediction.image_score is None
+    # the rule falls back to the top-pixel score and its own threshold, calibrated for that score
+    rule = predictor.rule
+    assert rule.image_threshold(None) == rule.score_threshold != rule.image_head_threshold
+    score = fracture_score(prediction.probability, rule.score_top_pixels)
+    assert prediction.fracture_score == pytest.approx(score)
+    assert prediction.fracture_present == (
+        score >= rule.score_threshold and bool(prediction.decision.regions)
+    )
 
 
 def test_fit_image_head_cli_on_training_images(tmp_path, shared_data) -> None:

@@ -190,24 +190,32 @@ def test_inferer_attaches_the_head_and_rechecks_on_its_score(tmp_path) -> None:
         logits = inferer(x, network)
     assert logits.shape == (1, 2, 64, 64) and has_image_head(network)
     score = float(torch.sigmoid(logits[0, 1, 0, 0]))
-    bf16 = GuidedInferer(precision="bf16", mirror=True, score_threshold=score, fp32_margin=0.5)
+    bf16 = GuidedInferer(precision="bf16", mirror=True, image_head_threshold=score, fp32_margin=0.01)
     with torch.no_grad():
         bf16(x, network)
-    assert bf16.rechecked == 1  # the head's score sits on the threshold: redone in fp32
+    assert bf16.rechecked == 1  # the head's score sits on its threshold: redone in fp32
+    far = GuidedInferer(precision="bf16", mirror=True, image_head_threshold=score + 0.3, fp32_margin=0.01)
+    with torch.no_grad():
+        far(x, network)
+    assert far.rechecked == 0
 
 
-def test_decision_uses_the_image_score_where_given() -> None:
+def test_decision_uses_the_image_score_against_its_own_threshold() -> None:
     prob = np.zeros((20, 20), dtype=np.float32)
     prob[5:10, 5:10] = 0.9
-    rule = DecisionRule(threshold=0.5, score_threshold=0.5, score_top_pixels=1)
-    assert decide(prob, rule).fracture_present  # the top pixel, 0.9, passes the gate
-    assert not decide(prob, rule, image_score=0.2).fracture_present
-    kept = decide(prob, rule, image_score=0.7)
-    assert kept.fracture_present and kept.fracture_score == pytest.approx(0.7) and kept.mask.sum() == 25
-    channels = np.stack([prob, np.full_like(prob, 0.2)])
-    assert image_score_of(channels) == pytest.approx(0.2) and image_score_of(channels[:1]) is None
-    out = FractureDecisiond(keys="pred", threshold=0.5, score_threshold=0.5)(
-        {"pred": torch.from_numpy(channels)}
-    )
+    rule = DecisionRule(threshold=0.5, score_threshold=0.5, score_top_pixels=1, image_head_threshold=0.4)
+    assert decide(prob, rule).fracture_present  # no head: the top pixel, 0.9, passes score_threshold
+    assert not decide(prob, rule, image_score=0.3).fracture_present
+    kept = decide(prob, rule, image_score=0.45)  # under score_threshold, over the head's threshold
+    assert kept.fracture_present and kept.fracture_score == pytest.approx(0.45) and kept.mask.sum() == 25
+    assert rule.image_threshold(0.45) == 0.4 and rule.image_threshold(None) == 0.5
+    # a rule without a threshold for the head ignores its score (weights it was not calibrated for)
+    plain = DecisionRule(threshold=0.5, score_threshold=0.5, score_top_pixels=1)
+    assert decide(prob, plain, image_score=0.3).fracture_score == pytest.approx(0.9)
+    # a foreground click turns both gates off
+    assert rule.guided(True).image_head_threshold == 0.0 and plain.guided(True).image_head_threshold is None
+    channels = np.stack([prob, np.full_like(prob, 0.3)])
+    assert image_score_of(channels) == pytest.approx(0.3) and image_score_of(channels[:1]) is None
+    out = FractureDecisiond(keys="pred", **rule.to_dict())({"pred": torch.from_numpy(channels)})
     assert out["pred"].shape == (1, 20, 20) and out["pred"].sum() == 0
-    assert out[DECISION_KEY]["fracture_score"] == pytest.approx(0.2)
+    assert out[DECISION_KEY]["fracture_score"] == pytest.approx(0.3)

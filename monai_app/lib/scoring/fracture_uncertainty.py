@@ -29,9 +29,10 @@ logger = logging.getLogger(__name__)
 INFO_KEY = "fracture_uncertainty"
 
 
-def uncertainty(fracture_score: float, rule: DecisionRule) -> float:
-    """1 at the image threshold, falling linearly to 0 at the farthest possible score (0 or 1)."""
-    threshold = rule.score_threshold
+def uncertainty(fracture_score: float, rule: DecisionRule, image_score: float | None = None) -> float:
+    """1 at the image threshold, falling linearly to 0 at the farthest possible score (0 or 1); the threshold
+    is the one the rule applies to this answer (the image head's where ``image_score`` is its score)."""
+    threshold = rule.image_threshold(image_score)
     span = max(threshold, 1.0 - threshold, 1e-6)
     return float(max(0.0, 1.0 - abs(fracture_score - threshold) / span))
 
@@ -65,7 +66,9 @@ class FractureUncertainty(ScoringMethod):
                 continue
             record = {
                 "fracture_score": round(prediction.fracture_score, 6),
-                "uncertainty": round(uncertainty(prediction.fracture_score, predictor.rule), 6),
+                "uncertainty": round(
+                    uncertainty(prediction.fracture_score, predictor.rule, prediction.image_score), 6
+                ),
                 "weights": sha,
                 "ts": int(time.time()),
             }
