@@ -10,7 +10,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from fracseg import __version__
@@ -22,20 +23,30 @@ if TYPE_CHECKING:
 logger = logging.getLogger("fracseg")
 
 
-def _cmd_prepare(args: argparse.Namespace) -> int:
+@contextmanager
+def _progress_bar(desc: str, quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar for the duration of the block, as the ``progress(done, total)`` callback the library
+    functions take."""
     from tqdm import tqdm
 
-    from fracseg.data import load_datalist, prepare_fracatlas
-    from fracseg.data.cache import build_cache
-
-    bar = tqdm(desc="prepare", unit="img", disable=args.quiet)
+    bar = tqdm(desc=desc, unit="img", disable=quiet)
 
     def progress(done: int, total: int) -> None:
         bar.total = total
         bar.update(done - bar.n)
 
-    report = prepare_fracatlas(args.root, args.out, progress=progress)
-    bar.close()
+    try:
+        yield progress
+    finally:
+        bar.close()
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from fracseg.data import load_datalist, prepare_fracatlas
+    from fracseg.data.cache import build_cache
+
+    with _progress_bar("prepare", args.quiet) as progress:
+        report = prepare_fracatlas(args.root, args.out, progress=progress)
     print(report.summary())
     if args.cache_size:
         from pathlib import Path
@@ -43,9 +54,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         datalist = Path(args.out) / "datalist.json"
         keys = [k for k in ("training", "validation", "negatives") if report.counts.get(k)]
         items = load_datalist(datalist, keys)
-        bar = tqdm(desc=f"cache {args.cache_size}px", unit="img", disable=args.quiet)
-        folder = build_cache(items, Path(args.out) / "cache", args.cache_size, progress=progress)
-        bar.close()
+        with _progress_bar(f"cache {args.cache_size}px", args.quiet) as progress:
+            folder = build_cache(items, Path(args.out) / "cache", args.cache_size, progress=progress)
         print(f"  cached arrays ({args.cache_size}px): {folder}")
     return 0
 
@@ -94,28 +104,20 @@ def _image_head_argument(value: str | None) -> bool | str:
 def _cmd_fit_image_head(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tqdm import tqdm
-
     from fracseg.engines.image_head_fit import fit_image_head
     from fracseg.inference import DEFAULT_BUNDLE
 
     bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
-    bar = tqdm(desc="image head features", unit="img", disable=args.quiet)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
-    info = fit_image_head(
-        args.root,
-        args.output,
-        prepared=args.prepared,
-        weights=args.weights or bundle / "models" / "model.pt",
-        bundle=bundle,
-        limit=args.limit,
-        progress=progress,
-    )
-    bar.close()
+    with _progress_bar("image head features", args.quiet) as progress:
+        info = fit_image_head(
+            args.root,
+            args.output,
+            prepared=args.prepared,
+            weights=args.weights or bundle / "models" / "model.pt",
+            bundle=bundle,
+            limit=args.limit,
+            progress=progress,
+        )
     print(
         f"image head fitted on {info['images']} images ({info['fractured']} fractured) of "
         f"{', '.join(info['keys'])}: "
@@ -182,29 +184,21 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from fracseg.evaluation import evaluate
     from fracseg.evaluation.report import format_interval
 
     predictor = _predictor(args)
-    bar = tqdm(desc=f"evaluate {args.split}", unit="img", disable=args.quiet)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
-    metrics = evaluate(
-        args.root,
-        args.split,
-        args.output,
-        predictor,
-        prepared=args.prepared,
-        calibrate_rule=args.calibrate,
-        limit=args.limit,
-        progress=progress,
-    )
-    bar.close()
+    with _progress_bar(f"evaluate {args.split}", args.quiet) as progress:
+        metrics = evaluate(
+            args.root,
+            args.split,
+            args.output,
+            predictor,
+            prepared=args.prepared,
+            calibrate_rule=args.calibrate,
+            limit=args.limit,
+            progress=progress,
+        )
     px, img, inst = metrics["pixel"], metrics["image"], metrics["instance"]
     print(
         f"{args.split}: {metrics['fractured_images']} fractured + {metrics['non_fractured_images']} "
