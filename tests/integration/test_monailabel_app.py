@@ -206,12 +206,13 @@ def test_next_sample_least_sure_is_the_unlabeled_image_closest_to_the_threshold(
     unlabeled = sorted(k for k, v in objects.items() if "final" not in v["labels"])
     assert unlabeled
     predictor = Predictor(weights=server.model_dir / "models" / "model.pt", bundle=server.model_dir)
+    predictions = {
+        i: predictor.predict(server.datastore / objects[i]["image"]["info"]["name"]) for i in unlabeled
+    }
+    # the threshold the rule applies to each answer (the image head's, where its probability is the score)
     distance = {
-        i: abs(
-            predictor.predict(server.datastore / objects[i]["image"]["info"]["name"]).fracture_score
-            - predictor.rule.score_threshold
-        )
-        for i in unlabeled
+        i: abs(p.fracture_score - predictor.rule.image_threshold(p.image_score))
+        for i, p in predictions.items()
     }
     answer = client.next_sample("least_sure", {})
     assert answer["id"] == min(unlabeled, key=lambda i: (distance[i], i))
