@@ -225,9 +225,9 @@ def attach_image_head_file(network: UNet, path: str | Path | None, weights_sha25
     """Attach the head stored at ``path`` when it was fitted for the generator weights ``weights_sha256``.
 
     A missing file (or ``None``) leaves the network alone (the image score is then the mask channel's
-    top-pixel summary); a head fitted for other weights is refused with a warning, because its features
-    would not mean what they meant when it was fitted. ``weights_sha256`` ``None``: no check. Returns
-    whether the network now has the head.
+    top-pixel summary, gated by the rule's ``score_threshold``); a head fitted for other weights is refused
+    with a warning, because its features would not mean what they meant when it was fitted.
+    ``weights_sha256`` ``None``: no check. Returns whether the network now has the head.
     """
     if has_image_head(network):
         return True
@@ -237,7 +237,8 @@ def attach_image_head_file(network: UNet, path: str | Path | None, weights_sha25
     if weights_sha256 is not None and stored.generator_sha256 != weights_sha256:
         logger.warning(
             "image head %s was fitted for generator weights %s..., not these (%s...): not used; the image "
-            "score falls back to the mask's top pixels, for which the rule's image threshold was not chosen",
+            "score is the mask's top-pixel mean, gated by the rule's score_threshold (fit a head for these "
+            "weights with `fracseg fit-image-head`)",
             path,
             stored.generator_sha256[:12],
             weights_sha256[:12],
