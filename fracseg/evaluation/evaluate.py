@@ -254,7 +254,9 @@ def confidence_intervals(
     return {name: bootstrap_ci(fn, n_pos, n_neg, reps=reps) for name, fn in statistics.items()}
 
 
-def calibrate(cases: list[Case], target_sensitivity: float = 0.85) -> dict[str, Any]:
+def calibrate(
+    cases: list[Case], target_sensitivity: float = 0.85, head_decides: bool = False
+) -> dict[str, Any]:
     """Choose the decision rule on this split (use on valid only).
 
     Pixel threshold: best mean Dice on fractured images (score gate off). Minimum region size: the
@@ -262,7 +264,9 @@ def calibrate(cases: list[Case], target_sensitivity: float = 0.85) -> dict[str, 
     :data:`MIN_REGION_DICE_TOLERANCE` of the best. Score summary and image threshold: best AUROC over
     :data:`CALIBRATION_TOP_PIXELS`, then the highest threshold at which the full decision (score gate and
     a surviving region) keeps sensitivity >= ``target_sensitivity`` (where no threshold does: the highest
-    that reaches the largest sensitivity the model can give).
+    that reaches the largest sensitivity the model can give). ``head_decides``: the rule's (kept, not
+    chosen); with it the head's "yes" needs no region, so the head's threshold is chosen on its score
+    alone.
     """
     usable = [c for c in cases if c.probability is not None]
     fractured = [c for c in usable if c.row["fractured"]]
@@ -290,23 +294,26 @@ def calibrate(cases: list[Case], target_sensitivity: float = 0.85) -> dict[str, 
     # decide() reports a fracture only when the score passes the gate AND a region survives the pixel
     # threshold and the size filter; an image without such a region is negative at any image threshold,
     # so the threshold is chosen on that decision, not on the score alone (which overstates sensitivity
-    # once the gate falls below the pixel threshold).
+    # once the gate falls below the pixel threshold). With head_decides the head's "yes" needs no region
+    # (decide() step 5), so its threshold is chosen on its score alone.
     ungated = DecisionRule(threshold=threshold, score_threshold=0.0, min_region_pixels=min_region)
     has_region = [bool(decide(c.probability, ungated).regions) for c in usable]
 
-    def gate(scores: list[float]) -> float:
-        decisive = [s if r else -np.inf for s, r in zip(scores, has_region, strict=True)]
+    def gate(scores: list[float], regions: list[bool]) -> float:
+        decisive = [s if r else -np.inf for s, r in zip(scores, regions, strict=True)]
         return float(threshold_at_sensitivity(decisive, labels, target_sensitivity))
 
     # the top-pixel threshold is always chosen, so that weights without a fitted head keep a rule
     head_scores = [float(c.image_score) for c in usable] if head else None  # type: ignore[arg-type]
+    head_regions = [r or head_decides for r in has_region]
     return {
         "threshold": threshold,
         "min_region_pixels": int(min_region),
         "mean_dice_by_min_region_pixels": dice_by_region,
         "score_top_pixels": int(top),
-        "score_threshold": gate(scores_at[top]),
-        "image_head_threshold": gate(head_scores) if head_scores is not None else None,
+        "score_threshold": gate(scores_at[top], has_region),
+        "image_head_threshold": gate(head_scores, head_regions) if head_scores is not None else None,
+        "head_decides": head_decides,
         "mean_dice_by_threshold": dice_at,
         "auroc_by_top_pixels": auroc_at,
         "auroc_image_head": roc_auc(head_scores, labels) if head_scores is not None else None,
@@ -314,7 +321,9 @@ def calibrate(cases: list[Case], target_sensitivity: float = 0.85) -> dict[str, 
     }
 
 
-def crossfit(cases: list[Case], repeats: int = 5, seed: int = 0) -> dict[str, Any]:
+def crossfit(
+    cases: list[Case], repeats: int = 5, seed: int = 0, head_decides: bool = False
+) -> dict[str, Any]:
     """How well a rule chosen by :func:`calibrate` does on images it was not chosen on.
 
     The split is halved (stratified by class) ``repeats`` times; each half's rule, calibrated on the
@@ -335,13 +344,14 @@ def crossfit(cases: list[Case], repeats: int = 5, seed: int = 0) -> dict[str, An
         dice, present = [], []
         for fold in (0, 1):
             train = [c for i, c in enumerate(usable) if half[i] != fold]
-            chosen = calibrate(train)
+            chosen = calibrate(train, head_decides=head_decides)
             fold_rule = DecisionRule(
                 threshold=chosen["threshold"],
                 score_threshold=chosen["score_threshold"],
                 score_top_pixels=chosen["score_top_pixels"],
                 min_region_pixels=chosen["min_region_pixels"],
                 image_head_threshold=chosen["image_head_threshold"],
+                head_decides=head_decides,
             )
             for i, c in enumerate(usable):
                 if half[i] == fold:
@@ -413,8 +423,9 @@ def evaluate(
         citation="FracAtlas (Abedeen et al., Sci Data 10:521, 2023), CC BY 4.0",
     )
     if calibrate_rule:
-        metrics["calibration"] = calibrate(cases)
-        metrics["calibration"]["crossfit"] = crossfit(cases)
+        alone = predictor.rule.head_decides
+        metrics["calibration"] = calibrate(cases, head_decides=alone)
+        metrics["calibration"]["crossfit"] = crossfit(cases, head_decides=alone)
     write_csv_atomic(out / "per_image.csv", ROW_COLUMNS, (c.row for c in cases))
     write_json_atomic(out / "metrics.json", _jsonable(metrics))
     write_report(out, metrics, cases)

@@ -54,6 +54,7 @@ class FractureDecisiond(MapTransform):
         min_region_pixels: int = 0,
         guided_threshold: float | None = None,
         image_head_threshold: float | None = None,
+        head_decides: bool = False,
     ) -> None:
         super().__init__(keys)
         self.rule = DecisionRule(
@@ -63,6 +64,7 @@ class FractureDecisiond(MapTransform):
             min_region_pixels=min_region_pixels,
             guided_threshold=guided_threshold,
             image_head_threshold=image_head_threshold,
+            head_decides=head_decides,
         )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:

@@ -150,7 +150,10 @@ def test_correct_and_save_in_the_browser(server: Server, browser, tmp_path: Path
     page.wait_for_function("window.fracsegPage.state.timings.length >= 1", timeout=STEP_TIMEOUT_MS)
     _idle(page)
     automatic = _page_mask(page, shape)
-    np.testing.assert_array_equal(automatic, Predictor().predict(stored).mask)
+    prediction = Predictor().predict(stored)
+    np.testing.assert_array_equal(automatic, prediction.mask)
+    # the status line carries the answer's score from the reply's params (output=all)
+    assert f"fracture score {prediction.fracture_score:.2f}" in page.text_content("#status")
     page.screenshot(path=shots / "02_auto.png")
 
     # A foreground click: the request carries [col, row, 0] of the pixel under the pointer.
@@ -308,3 +311,24 @@ def test_label_codecs_in_the_browser(server: Server, browser) -> None:
     encoded = Image.open(io.BytesIO(base64.b64decode(decoded["encoded"])))
     assert encoded.mode == "L" and encoded.size == (width, height)
     np.testing.assert_array_equal(np.asarray(encoded), mask.astype(np.uint8) * 255)
+
+
+def test_answer_status_says_what_the_model_said(server: Server, browser) -> None:
+    """A yes without a region (the image head decides, bundle 0.9.0) is said in words, not "0 pixels"."""
+    page = browser.new_page()
+    page.goto(f"{server.url}/fracseg/")
+    lines = page.evaluate(
+        """async () => {
+            const { answerStatus } = await import("/fracseg/js/status.js");
+            return [
+                answerStatus("fracture", "A", 0, { fracture_present: true, fracture_score: 0.389 }),
+                answerStatus("fracture", "B", 0, { fracture_present: false, fracture_score: 0.2415 }),
+                answerStatus("fracture", "C", 1522, { fracture_present: true, fracture_score: 0.797 }),
+                answerStatus("fracture", "D", 12),
+            ];
+        }"""
+    )
+    assert lines[0].startswith("fracture: fracture suspected (fracture score 0.39) but not localised on A")
+    assert lines[1] == "fracture: no fracture found (fracture score 0.24) on B."
+    assert lines[2] == "fracture: 1522 fracture pixels (fracture score 0.80) on C."
+    assert lines[3] == "fracture: 12 fracture pixels on D."

@@ -220,6 +220,31 @@ def test_next_sample_least_sure_is_the_unlabeled_image_closest_to_the_threshold(
     assert client.next_sample("random", {})["id"] in objects
 
 
+def test_least_sure_rescores_when_the_bundle_copy_changes_its_rule(client, server) -> None:
+    """Cached uncertainties are keyed on the weights, the head and the rule: a new rule (as an upgraded
+    bundle copy brings) rescores, where a key on the weights alone kept the old threshold's answers."""
+    objects = client.datastore()["objects"]
+    unlabeled = sorted(k for k, v in objects.items() if "final" not in v["labels"])
+    client.next_sample("least_sure", {})  # cached with the shipped rule
+    config = server.model_dir / "configs" / "inference.json"
+    original = config.read_text(encoding="utf-8")
+    try:
+        changed = json.loads(original)
+        changed["image_head_threshold"] = changed["score_threshold"] = 0.9
+        config.write_text(json.dumps(changed), encoding="utf-8")
+        predictor = Predictor(weights=server.model_dir / "models" / "model.pt", bundle=server.model_dir)
+        scores = {
+            i: predictor.predict(server.datastore / objects[i]["image"]["info"]["name"]).fracture_score
+            for i in unlabeled
+        }
+        answer = client.next_sample("least_sure", {})
+        assert answer["id"] == min(unlabeled, key=lambda i: (abs(scores[i] - 0.9), i))
+        assert answer["uncertainty"] == pytest.approx(1.0 - abs(scores[answer["id"]] - 0.9) / 0.9, abs=1e-5)
+    finally:
+        config.write_text(original, encoding="utf-8")
+    client.next_sample("least_sure", {})  # and back
+
+
 # ----- hardening -------------------------------------------------------------------------------------
 
 

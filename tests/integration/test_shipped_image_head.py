@@ -38,9 +38,14 @@ def test_shipped_head_belongs_to_the_shipped_weights_and_gives_the_score() -> No
         assert plain.fracture_score == pytest.approx(
             fracture_score(plain.probability, without.rule.score_top_pixels)
         )
-        assert headed.fracture_present == (
-            headed.fracture_score >= with_head.rule.image_head_threshold and bool(headed.decision.regions)
-        )
+        # the shipped rule lets the head decide: its yes needs no region
+        assert with_head.rule.head_decides
+        assert headed.fracture_present == (headed.fracture_score >= with_head.rule.image_head_threshold)
+    # the sideways shoulder of the demo: the head says fracture, the mask has no region above the pixel
+    # threshold: "suspected, not localised", where bundle 0.8.0's rule (a region needed) said no fracture
+    shoulder = with_head.predict(SAMPLES / "IMG0002628.jpg")
+    assert shoulder.fracture_present and not shoulder.mask.any()
+    assert shoulder.fracture_score >= with_head.rule.image_head_threshold
 
 
 def test_head_is_refused_for_other_weights(tmp_path, caplog) -> None:

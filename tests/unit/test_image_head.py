@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -219,3 +220,60 @@ def test_decision_uses_the_image_score_against_its_own_threshold() -> None:
     out = FractureDecisiond(keys="pred", **rule.to_dict())({"pred": torch.from_numpy(channels)})
     assert out["pred"].shape == (1, 20, 20) and out["pred"].sum() == 0
     assert out[DECISION_KEY]["fracture_score"] == pytest.approx(0.3)
+
+
+def test_heads_yes_stands_without_a_region_when_the_rule_lets_it_decide() -> None:
+    prob = np.zeros((30, 30), dtype=np.float32)
+    prob[5:10, 5:10] = 0.10  # under the pixel threshold: no region
+    prob[20:22, 20:22] = 0.9  # over it, but under the minimum region size
+    rule = DecisionRule(
+        threshold=0.5,
+        score_threshold=0.1,
+        score_top_pixels=1,
+        min_region_pixels=5,
+        image_head_threshold=0.4,
+        head_decides=True,
+    )
+    yes = decide(prob, rule, image_score=0.6)
+    assert yes.fracture_present and not yes.mask.any() and yes.regions == []  # suspected, not localised
+    assert yes.fracture_score == pytest.approx(0.6)
+    assert not decide(prob, rule, image_score=0.3).fracture_present  # the head says no
+    # a region that survives is drawn as before
+    bright = prob.copy()
+    bright[20:23, 20:23] = 0.9
+    kept = decide(bright, rule, image_score=0.6)
+    assert kept.fracture_present and kept.mask.sum() == 9
+    # without the setting, or without the head (top pixel 0.9 passes 0.1), no region means no fracture
+    assert not decide(prob, replace(rule, head_decides=False), image_score=0.6).fracture_present
+    assert not decide(prob, rule).fracture_present
+    # a click turns it off with the gates; the bundle keys and transform carry it
+    assert rule.guided(True).head_decides is False
+    assert DecisionRule.from_config(rule.to_dict()) == rule
+    transform = FractureDecisiond(keys="pred", **rule.to_dict())
+    assert transform.rule == rule
+    out = transform({"pred": torch.from_numpy(np.stack([prob, np.full_like(prob, 0.6)]))})
+    assert out["pred"].sum() == 0 and out[DECISION_KEY]["fracture_present"] is True
+    assert out[DECISION_KEY]["regions"] == 0
+
+
+def test_calibrated_head_threshold_counts_images_without_a_region_when_the_head_decides() -> None:
+    from fracseg.evaluation.evaluate import CALIBRATION_THRESHOLDS, Case, calibrate
+
+    def case(fractured: bool, value: float, head: float) -> Case:
+        truth = np.zeros((64, 64), dtype=bool)
+        truth[20:40, 20:40] = fractured
+        probability = np.zeros((64, 64), dtype=np.float32)
+        probability[20:40, 20:40] = value
+        return Case(row={"fractured": int(fractured)}, probability=probability, truth=truth, image_score=head)
+
+    faint = CALIBRATION_THRESHOLDS[0] / 2  # no region at any pixel threshold tried
+    heads = np.linspace(0.5, 0.9, 20)
+    cases = [case(True, 0.9 if i < 16 else faint, float(h)) for i, h in enumerate(heads)]
+    cases += [case(False, 0.3, float(h)) for h in np.linspace(0.05, 0.6, 20)]
+    needs_region = calibrate(cases, target_sensitivity=0.85)
+    alone = calibrate(cases, target_sensitivity=0.85, head_decides=True)
+    # needing a region, the faint images (the 4 highest head scores) can never be positive: the gate falls
+    # to the lowest region-holding fractured score; deciding alone, 17 of 20 by the head's score
+    assert needs_region["image_head_threshold"] == pytest.approx(heads[0])
+    assert alone["image_head_threshold"] == pytest.approx(heads[3])
+    assert alone["head_decides"] is True and alone["score_threshold"] == needs_region["score_threshold"]

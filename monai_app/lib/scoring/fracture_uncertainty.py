@@ -4,12 +4,16 @@ The shared decision rule calls an image fractured when ``fracture_score >= score
 whose score lies at that threshold is the one the model is least sure of, and the one whose label
 teaches it most about its decision. Scores come from :class:`fracseg.inference.predictor.Predictor`
 (the predictor ``fracseg infer`` uses) with the app's current weights, and are kept in each image's
-datastore info under :data:`INFO_KEY`, tagged with the weights' SHA-256 so that they are recomputed
-only after training changed the weights.
+datastore info under :data:`INFO_KEY`, tagged with :func:`scoring_key` (the weights, the image head and
+the decision rule of the bundle copy) so that they are recomputed whenever any of these changed: after
+training changed the weights, and after an upgraded bundle copy brought a new head or rule (0.8.0 -> 0.9.0
+moved the head's threshold from 0.4088 to 0.3456, and a record keyed on the weights alone kept the old
+uncertainties).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -27,6 +31,17 @@ logger = logging.getLogger(__name__)
 
 #: Key of the score record in an image's datastore info.
 INFO_KEY = "fracture_uncertainty"
+#: The bundle files a score depends on (relative to the bundle copy); a missing one counts as absent.
+SCORED_FILES = ("models/model.pt", "models/image_head.pt", "configs/inference.json")
+
+
+def scoring_key(bundle: Path) -> str:
+    """SHA-256 over the SHA-256 of each of :data:`SCORED_FILES` in ``bundle``: equal keys, equal scores."""
+    digest = hashlib.sha256()
+    for name in SCORED_FILES:
+        path = bundle / name
+        digest.update(f"{name}={file_sha256(path) if path.is_file() else '-'};".encode())
+    return digest.hexdigest()
 
 
 def uncertainty(fracture_score: float, rule: DecisionRule, image_score: float | None = None) -> float:
@@ -38,7 +53,7 @@ def uncertainty(fracture_score: float, rule: DecisionRule, image_score: float | 
 
 
 class FractureUncertainty(ScoringMethod):
-    """Score every image (unlabeled first) with the current weights; skip those scored with them already.
+    """Score every image (unlabeled first) with the current model; skip those scored with it already.
 
     Args:
         bundle: the app's bundle copy (``configs/inference.json``, ``models/model.pt``).
@@ -51,9 +66,10 @@ class FractureUncertainty(ScoringMethod):
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         weights = self.bundle / "models" / "model.pt"
         sha = file_sha256(weights)
+        key = scoring_key(self.bundle)
         labeled = set(datastore.get_labeled_images())
         images = sorted(datastore.list_images(), key=lambda i: (i in labeled, i))
-        todo = [i for i in images if datastore.get_image_info(i).get(INFO_KEY, {}).get("weights") != sha]
+        todo = [i for i in images if datastore.get_image_info(i).get(INFO_KEY, {}).get("model") != key]
         if not todo:
             return {"scored": 0, "images": len(images)}
         predictor = Predictor(weights=weights, bundle=self.bundle, device=request.get("device", "cpu"))
@@ -70,6 +86,7 @@ class FractureUncertainty(ScoringMethod):
                     uncertainty(prediction.fracture_score, predictor.rule, prediction.image_score), 6
                 ),
                 "weights": sha,
+                "model": key,
                 "ts": int(time.time()),
             }
             datastore.update_image_info(image_id, {INFO_KEY: record})

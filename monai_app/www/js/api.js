@@ -48,17 +48,22 @@ export function imageUrl(imageId) {
 }
 
 /**
- * POST /infer/{model}?image=ID&output=image with form field params (JSON), as Slicer sends it.
- * Points are [x, y, 0]: x = column, y = row of the displayed image. Returns the label file's bytes.
+ * POST /infer/{model}?image=ID&output=all with form field params (JSON), as Slicer sends it.
+ * Points are [x, y, 0]: x = column, y = row of the displayed image. Returns the label file's bytes and the
+ * answer's params (fracture_score, fracture_present, regions, ...) from MONAI Label's multipart reply.
  */
 export async function infer(model, imageId, foreground = [], background = []) {
   const form = new FormData();
   form.append("params", JSON.stringify({ foreground, background }));
-  const response = await fetch(`/infer/${enc(model)}?image=${enc(imageId)}&output=image`, {
+  const response = await fetch(`/infer/${enc(model)}?image=${enc(imageId)}&output=all`, {
     method: "POST",
     body: form,
   });
-  return (await check(response, `inference (${model})`)).arrayBuffer();
+  const reply = await (await check(response, `inference (${model})`)).formData();
+  const image = reply.get("image");
+  if (!(image instanceof Blob)) throw new Error(`inference (${model}): the server sent no label image`);
+  const params = reply.get("params");
+  return { buffer: await image.arrayBuffer(), params: typeof params === "string" ? JSON.parse(params) : {} };
 }
 
 /** PUT /datastore/label?image=ID&tag=TAG with the label file (multipart field "label"). */

@@ -3,6 +3,7 @@
 import * as api from "./api.js";
 import { decodeLabel, encodeMaskPng } from "./codec.js";
 import { LabelLayer } from "./labels.js";
+import { answerStatus } from "./status.js";
 
 const AUTO_MODEL = "fracture";
 const INTERACTIVE_MODEL = "fracture_interactive";
@@ -217,12 +218,12 @@ async function autoSegment() {
   const imageId = state.imageId;
   const start = performance.now();
   setStatus(`Running ${AUTO_MODEL} on ${imageId}\u2026`);
-  const buffer = await api.infer(AUTO_MODEL, imageId);
+  const { buffer, params } = await api.infer(AUTO_MODEL, imageId);
   if (await applyLabel(buffer, seq, imageId)) {
     const ms = performance.now() - start;
     state.timings.push({ kind: "auto", ms, clicks: 0 });
     $("state-infer").textContent = `${AUTO_MODEL}: ${(ms / 1000).toFixed(2)} s`;
-    setStatus(`${AUTO_MODEL}: ${labels.count()} fracture pixels on ${imageId}.`);
+    setStatus(answerStatus(AUTO_MODEL, imageId, labels.count(), params));
   }
 }
 
@@ -251,7 +252,7 @@ async function runInteractive() {
       const seq = ++state.seq;
       const points = (kind) => clicks.filter((c) => c.kind === kind).map((c) => [c.x, c.y, 0]);
       setStatus(`Running ${INTERACTIVE_MODEL} with ${clicks.length} click(s)\u2026`);
-      const buffer = await api.infer(INTERACTIVE_MODEL, imageId, points("foreground"), points("background"));
+      const { buffer } = await api.infer(INTERACTIVE_MODEL, imageId, points("foreground"), points("background"));
       if (await applyLabel(buffer, seq, imageId)) {
         const ms = performance.now() - clickedAt;
         state.timings.push({ kind: "click", ms, clicks: clicks.length });
