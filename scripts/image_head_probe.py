@@ -3,14 +3,17 @@
 A probe, not a shipped component: the generator's deepest features (the output of the UNet's innermost
 skip connection, 1/16 of the 512x512 letterbox) are pooled (mean and max per channel) and, with the
 segmentation score (mean of the top-256 probabilities, as ``fracture_score``) and the maximum
-probability, fed to an L2-regularised logistic regression (scikit-learn, a test extra). It is fitted on
-the training split's fractured and non-fractured images, its L2 weight chosen by 5-fold
-cross-validation on those images only, and scored on the valid split's fractured images and held-out
-negatives (as ``fracseg evaluate`` pairs them). The segmentation score alone is scored the same way.
+probability, fed to an L2-regularised logistic regression (the shipped head's own fit,
+:func:`fracseg.engines.image_head_fit.fit_logistic`). It is fitted on the training split's fractured and
+non-fractured images, its L2 weight chosen by stratified 5-fold cross-validation on those images only
+(:func:`fracseg.engines.image_head_fit.choose_l2`), and scored on the valid split's fractured images
+and held-out negatives (as ``fracseg evaluate`` pairs them). The segmentation score alone is scored the
+same way.
 
 Controls for an acquisition shortcut (``scripts/image_score_study.py`` found one: most fractured
 FracAtlas images are 373x454 or 454x373): a head on the displayed size and aspect alone; features
-pooled over the image only, without the letterbox's padding (whose shape encodes the aspect); and every
+pooled over the image only, without the letterbox's padding (whose shape encodes the aspect; the cells are
+the shipped head's, :func:`fracseg.networks.image_head.content_cells`); and every
 score's AUROC within the valid images of those two sizes, where size and aspect cannot separate.
 
 Single view (no mirroring), the shipped precision, the shipped weights unless ``--weights``::
@@ -32,33 +35,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.transforms import Compose
 
 from fracseg.data import ensure_prepared, load_datalist
+from fracseg.engines.image_head_fit import choose_l2, fit_logistic
 from fracseg.evaluation.metrics import bootstrap_ci, roc_auc, specificity_at_sensitivity
 from fracseg.inference import DEFAULT_BUNDLE, DEFAULT_WEIGHTS, Predictor
 from fracseg.inference.decision import fracture_score
 from fracseg.networks.generator import GENERATOR_IN_CHANNELS, with_empty_guidance
-from fracseg.networks.image_head import deepest_module
+from fracseg.networks.image_head import content_cells, deepest_module
 from fracseg.precision import cpu_description
-from fracseg.transforms import letterbox_transforms
 
 logger = logging.getLogger("image_head_probe")
 
 SPLITS = {"train": ("training", "negatives_train"), "valid": ("validation", "negatives_valid")}
-L2_GRID = (1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
 SCORE_TOP_PIXELS = 256
 #: The sensitivity at which issue 13 asks for specificity >= 0.60.
 TARGET_SENSITIVITY = 0.85
-
-
-def content_mask(shape: tuple[int, int], side: int, grid: int) -> torch.Tensor:
-    """``(grid, grid)`` boolean mask of the feature cells covering the image inside the letterbox: an
-    all-ones image of the displayed ``shape`` through the project's own ``letterbox_transforms``, so the
-    geometry is the one inference uses, averaged over each cell and kept where more than half is image."""
-    ones = {"image": torch.ones(1, *shape)}
-    boxed = Compose(letterbox_transforms(spatial_size=side))(ones)["image"].as_tensor()[None]
-    return torch.nn.functional.adaptive_avg_pool2d(boxed, grid)[0, 0] > 0.5
 
 
 def extract(predictor: Predictor, items: list[dict]) -> dict[str, np.ndarray]:
@@ -77,7 +69,7 @@ def extract(predictor: Predictor, items: list[dict]) -> dict[str, np.ndarray]:
         with torch.inference_mode():
             prob = torch.sigmoid(predictor.precision.forward(network, batch)).numpy()[0, 0]
         feats = captured["features"].float()[0]
-        inside = content_mask(prepared["original"].shape, predictor.spatial_size, feats.shape[-1])
+        inside = content_cells(prepared["image"].as_tensor()[None], feats.shape[-1])[0]
         cells = feats[:, inside]
         out["whole"].append(torch.cat([feats.mean((1, 2)), feats.amax((1, 2))]).numpy())
         out["inside"].append(torch.cat([cells.mean(1), cells.amax(1)]).numpy())
@@ -90,34 +82,11 @@ def extract(predictor: Predictor, items: list[dict]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
-def head(l2: float, n: int):
-    """Standardised features into a logistic regression minimising mean log-loss + ``l2 * |w|^2`` over
-    ``n`` training images (scikit-learn's ``C`` weighs the summed loss: ``C = 1 / (2 * l2 * n)``)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(C=1.0 / (2.0 * l2 * n), max_iter=5000))
-
-
-def choose_l2(
-    x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0
-) -> tuple[float, dict[float, float]]:
-    """The L2 weight with the best cross-validated AUROC on the training images."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-    split = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    results = {
-        l2: roc_auc(cross_val_predict(head(l2, len(y)), x, y, cv=split, method="decision_function"), y)
-        for l2 in L2_GRID
-    }
-    return max(results, key=results.get), results
-
-
 def fitted_scores(train: np.ndarray, y: np.ndarray, valid: np.ndarray) -> tuple[float, np.ndarray]:
-    """The cross-validated L2 weight and the valid images' head scores."""
+    """The cross-validated L2 weight and the valid images' head logits, fitted as the shipped head is."""
     l2, _ = choose_l2(train, y)
-    return l2, head(l2, len(y)).fit(train, y).decision_function(valid)
+    with torch.no_grad():
+        return l2, fit_logistic(train, y, l2)(torch.as_tensor(valid)).numpy()
 
 
 def auroc_with_ci(scores: np.ndarray, labels: np.ndarray) -> str:

@@ -20,10 +20,10 @@ One rule, used by ``fracseg infer``, ``fracseg evaluate`` and the bundle's infer
    the 8 such fractured valid images were 2-16 px and hit none of their fractures. A "yes" from the
    top-pixel score still needs a region of its own: there the region is the evidence.
 
-The settings live in ``bundle/configs/inference.json`` and are chosen on the validation split by
-``fracseg evaluate --calibrate`` (never on test). A fifth, ``guided_threshold``, is the pixel threshold
-of a click-guided prediction (:meth:`DecisionRule.guided`), chosen on the same split by
-``scripts/click_study.py``.
+The settings live in ``bundle/configs/inference.json``; the thresholds and sizes are chosen on the
+validation split by ``fracseg evaluate --calibrate`` (never on test), ``head_decides`` is a choice of
+rule (the calibration keeps it). ``guided_threshold`` is the pixel threshold of a click-guided
+prediction (:meth:`DecisionRule.guided`), chosen on the same split by ``scripts/click_study.py``.
 """
 
 from __future__ import annotations
