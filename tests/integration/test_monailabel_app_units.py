@@ -199,3 +199,36 @@ def test_bundle_copy_without_record_upgrades_when_its_weights_are_the_shipped_on
     kept = _fake_bundle(tmp_path / "kept", "0.4.0", b"unknown-weights")
     bundle_copy.copy_bundle(other, kept)
     assert (kept / "models" / "model.pt").read_bytes() == b"unknown-weights"
+
+
+@pytest.fixture(scope="module")
+def scoring():
+    sys.path.insert(0, str(APP))
+    try:
+        import lib.scoring.fracture_uncertainty
+
+        yield lib.scoring.fracture_uncertainty
+    finally:
+        sys.path.remove(str(APP))
+
+
+def test_scoring_key_follows_the_head_file_that_inference_json_names(scoring, tmp_path) -> None:
+    """The cached least-sure scores are keyed on the head the rule names, wherever it lies."""
+    bundle = _fake_bundle(tmp_path / "model", "0.9.0", b"weights")
+    (bundle / "heads").mkdir()
+    (bundle / "heads" / "head.pt").write_bytes(b"head-1")
+    (bundle / "configs" / "inference.json").write_text(json.dumps({"image_head": "heads/head.pt"}))
+    assert scoring.scored_files(bundle)["image_head"] == bundle / "heads" / "head.pt"
+    first = scoring.scoring_key(bundle)
+    (bundle / "models" / "image_head.pt").write_bytes(b"not the named head")
+    assert scoring.scoring_key(bundle) == first
+    (bundle / "heads" / "head.pt").write_bytes(b"head-2")
+    second = scoring.scoring_key(bundle)
+    assert second != first
+    # A digest the caller already has gives the same key as hashing the weights again.
+    from fracseg.io import file_sha256
+
+    assert scoring.scoring_key(bundle, weights_sha256=file_sha256(bundle / "models" / "model.pt")) == second
+    (bundle / "configs" / "inference.json").write_text(json.dumps({"image_head": None}))
+    assert scoring.scored_files(bundle)["image_head"] is None
+    assert scoring.scoring_key(bundle) not in (first, second)

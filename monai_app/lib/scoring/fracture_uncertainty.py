@@ -24,23 +24,36 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 
 from fracseg.errors import ImageReadError
 from fracseg.inference.decision import DecisionRule
-from fracseg.inference.predictor import Predictor
+from fracseg.inference.predictor import Predictor, bundle_settings
 from fracseg.io import file_sha256
 
 logger = logging.getLogger(__name__)
 
 #: Key of the score record in an image's datastore info.
 INFO_KEY = "fracture_uncertainty"
-#: The bundle files a score depends on (relative to the bundle copy); a missing one counts as absent.
-SCORED_FILES = ("models/model.pt", "models/image_head.pt", "configs/inference.json")
+#: The weights the app scores with (relative to the bundle copy).
+WEIGHTS = "models/model.pt"
+#: The rule's file (relative to the bundle copy); it also names the image head file.
+RULE = "configs/inference.json"
 
 
-def scoring_key(bundle: Path) -> str:
-    """SHA-256 over the SHA-256 of each of :data:`SCORED_FILES` in ``bundle``: equal keys, equal scores."""
+def scored_files(bundle: Path) -> dict[str, Path | None]:
+    """The files a score depends on: the weights, the decision rule and the image head that rule names
+    (``None`` where ``inference.json`` names none)."""
+    head = bundle_settings(bundle)["image_head"]
+    return {"weights": bundle / WEIGHTS, "rule": bundle / RULE, "image_head": head}
+
+
+def scoring_key(bundle: Path, weights_sha256: str | None = None) -> str:
+    """SHA-256 over the SHA-256 of each of :func:`scored_files` (a missing one counts as absent): equal keys,
+    equal scores. ``weights_sha256``: the weights' digest when the caller has it already."""
     digest = hashlib.sha256()
-    for name in SCORED_FILES:
-        path = bundle / name
-        digest.update(f"{name}={file_sha256(path) if path.is_file() else '-'};".encode())
+    for name, path in scored_files(bundle).items():
+        if name == "weights" and weights_sha256 is not None:
+            sha = weights_sha256
+        else:
+            sha = file_sha256(path) if path is not None and path.is_file() else "-"
+        digest.update(f"{name}={sha};".encode())
     return digest.hexdigest()
 
 
@@ -64,9 +77,9 @@ class FractureUncertainty(ScoringMethod):
         self.bundle = Path(bundle)
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
-        weights = self.bundle / "models" / "model.pt"
-        sha = file_sha256(weights)
-        key = scoring_key(self.bundle)
+        weights = self.bundle / WEIGHTS
+        sha = file_sha256(weights) if weights.is_file() else "-"
+        key = scoring_key(self.bundle, weights_sha256=sha)
         labeled = set(datastore.get_labeled_images())
         images = sorted(datastore.list_images(), key=lambda i: (i in labeled, i))
         todo = [i for i in images if datastore.get_image_info(i).get(INFO_KEY, {}).get("model") != key]
