@@ -91,6 +91,7 @@ def _predictor(args: argparse.Namespace) -> Predictor:
         precision=args.precision,
         mirror=args.mirror,
         image_head=_image_head_argument(args.image_head),
+        head_views=args.head_views,
     )
 
 
@@ -259,6 +260,15 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="average with the left-right mirrored image (twice the network time); default: the bundle's "
         "inference.json 'mirror', which its decision rule was calibrated with",
+    )
+    parser.add_argument(
+        "--head-views",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="average the image head's answer over the bundle's extra views (rotated and scaled copies: "
+        "five times the network time with the shipped four); --no-head-views: the image's own view only, "
+        "which the shipped decision rule was not calibrated with; default: the bundle's inference.json "
+        "'head_views'",
     )
     parser.add_argument(
         "--threshold", type=float, default=None, help="pixel threshold (default: the bundle's)"

@@ -8,7 +8,10 @@ end-to-end to model-only time, for each precision (fp32 and bf16 autocast + chan
 with bf16's speed-up measured in the same run).
 
     python scripts/bench_infer.py [--device cuda] [--batch 16] [--workers 2] [--precisions fp32 bf16]
-        [--no-mirror]
+        [--no-mirror] [--head-views {bundle,off,both}]
+
+``--head-views both`` times each precision with the bundle's image-head views (bundle 0.10.0: four more
+views of each image for the head's answer) and without them, in the same run.
 """
 
 from __future__ import annotations
@@ -77,11 +80,20 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         help="test-time mirroring on/off (default: the bundle's 'mirror')",
     )
+    parser.add_argument(
+        "--head-views",
+        default="bundle",
+        choices=("bundle", "off", "both"),
+        help="the image head's extra views: the bundle's 'head_views', none, or each precision both ways",
+    )
     args = parser.parse_args()
     weights = None if args.bundle is None else args.bundle / "models" / "model.pt"
     bundle = {} if args.bundle is None else {"weights": weights, "bundle": args.bundle}
+    views = {"bundle": (None,), "off": (False,), "both": (None, False)}[args.head_views]
     predictors = {
-        p: Predictor(device=args.device, precision=p, mirror=args.mirror, **bundle) for p in args.precisions
+        (p, v): Predictor(device=args.device, precision=p, mirror=args.mirror, head_views=v, **bundle)
+        for p in args.precisions
+        for v in views
     }
     first = next(iter(predictors.values()))
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,14 +119,14 @@ def main() -> None:
             model_ms[name] = (m1, mb)
             per_image = f"{m1 * 1000:.0f} ms/image at batch 1, {mb * 1000:.0f} ms/image at batch {args.batch}"
             base = next(iter(model_ms.values()))[0]
-            print(f"model only, {predictor.precision.name}: {per_image} ({base / m1:.2f}x the first row)")
+            print(f"model only, {_label(predictor)}: {per_image} ({base / m1:.2f}x the first row)")
         print()
         print("| precision | input | mode | p50 s/image | p95 s/image | images/s | end-to-end / model-only |")
         print("|---|---|---|---:|---:|---:|---:|")
         sets = ((f"{args.jpegs} JPEG 454x373", jpegs), (f"{args.dicoms} CR DICOM 1576x1976 JPEG-LL", dicoms))
         for name, predictor in predictors.items():
             m1, mb = model_ms[name]
-            label = predictor.precision.name
+            label = _label(predictor)
             for set_name, folder in sets:
                 p50, p95, rate = end_to_end(predictor, folder, 1, 0)
                 ratio = p50 / m1
@@ -126,6 +138,12 @@ def main() -> None:
                 mode = f"pipelined (batch {args.batch}, {args.workers} workers)"
                 ratio = (1 / rate) / mb
                 print(f"| {label} | {set_name} | {mode} | {p50:.3f} | {p95:.3f} | {rate:.2f} | {ratio:.1f} |")
+
+
+def _label(predictor: Predictor) -> str:
+    """The precision, and the number of views the image head averages where it has more than one."""
+    views = len(predictor.inferer.head_views) if predictor.image_head_sha256 else 0
+    return predictor.precision.name + (f", head over {1 + views} views" if views else "")
 
 
 if __name__ == "__main__":

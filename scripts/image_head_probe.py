@@ -38,7 +38,12 @@ import torch
 
 from fracseg.data import ensure_prepared, load_datalist
 from fracseg.engines.image_head_fit import choose_l2, fit_logistic
-from fracseg.evaluation.metrics import bootstrap_ci, roc_auc, specificity_at_sensitivity
+from fracseg.evaluation.metrics import (
+    bootstrap_ci,
+    paired_auroc_difference_ci,
+    roc_auc,
+    specificity_at_sensitivity,
+)
 from fracseg.inference import DEFAULT_BUNDLE, DEFAULT_WEIGHTS, Predictor
 from fracseg.inference.decision import fracture_score
 from fracseg.networks.generator import GENERATOR_IN_CHANNELS, with_empty_guidance
@@ -97,18 +102,6 @@ def auroc_with_ci(scores: np.ndarray, labels: np.ndarray) -> str:
 
     low, high = bootstrap_ci(stat, len(pos), len(neg))
     return f"{roc_auc(scores, labels):.3f} ({low:.3f}–{high:.3f})"
-
-
-def paired_difference_ci(a: np.ndarray, b: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Bootstrap interval of AUROC(a) - AUROC(b) on the same resampled images."""
-    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-
-    def stat(p: np.ndarray, n: np.ndarray) -> float:
-        idx = np.concatenate([pos[p], neg[n]])
-        y = labels[idx]
-        return roc_auc(a[idx], y) - roc_auc(b[idx], y)
-
-    return bootstrap_ci(stat, len(pos), len(neg))
 
 
 def main() -> None:
@@ -170,7 +163,7 @@ def main() -> None:
         f"\n454×373: {int(yv[common].sum())} fractured and {int((1 - yv[common]).sum())} non-fractured valid "
         f"images; 373×454: {int(yv[landscape].sum())} and {int((1 - yv[landscape]).sum())}"
     )
-    low, high = paired_difference_ci(rows[-1][2], rows[0][2], yv)
+    low, high = paired_auroc_difference_ci(rows[-1][2], rows[0][2], yv)
     difference = roc_auc(rows[-1][2], yv) - roc_auc(rows[0][2], yv)
     print(
         f"last row minus the segmentation score: {difference:+.3f} "

@@ -257,3 +257,19 @@ def bootstrap_ci(
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(values, [tail, 100.0 - tail])
     return float(low), float(high)
+
+
+def paired_auroc_difference_ci(
+    a: Sequence[float], b: Sequence[float], labels: Sequence[int], reps: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """Bootstrap 95 % interval of ``AUROC(a) - AUROC(b)`` for two scores of the same images, each
+    replicate resampling the images once (within each class, :func:`bootstrap_ci`) for both scores."""
+    sa, sb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+
+    def stat(p: np.ndarray, n: np.ndarray) -> float:
+        idx = np.concatenate([pos[p], neg[n]])
+        return roc_auc(sa[idx], y[idx]) - roc_auc(sb[idx], y[idx])
+
+    return bootstrap_ci(stat, len(pos), len(neg), reps=reps, seed=seed)

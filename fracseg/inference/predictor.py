@@ -16,7 +16,7 @@ from monai.transforms import Compose, Invertd
 
 from fracseg.errors import find_fracseg_error
 from fracseg.inference.decision import Decision, DecisionRule, decide, image_score_of
-from fracseg.inference.inferer import GuidedInferer
+from fracseg.inference.inferer import GuidedInferer, parse_views
 from fracseg.io import file_sha256
 from fracseg.networks import build_generator, load_generator_state
 from fracseg.precision import Precision, resolve_precision
@@ -80,6 +80,7 @@ def bundle_settings(bundle: str | os.PathLike[str] = DEFAULT_BUNDLE) -> dict[str
         "mirror": bool(config.get("mirror", False)),
         "fp32_margin": float(config.get("fp32_margin", 0.0)),
         "image_head": Path(bundle) / config["image_head"] if config.get("image_head") else None,
+        "head_views": parse_views(config.get("head_views", [])),
     }
 
 
@@ -105,6 +106,9 @@ class Predictor:
             decision rule is calibrated with it).
         image_head: the image-level head file (:mod:`fracseg.networks.image_head`); ``True``: the
             bundle's ``image_head``; ``False``: none. Attached only when it was fitted for ``weights``.
+        head_views: average the head's answer over the bundle's ``head_views`` too
+            (:func:`fracseg.inference.inferer.head_view_averaged`); default: the bundle's (its decision
+            rule is calibrated with them); ``False``: the input's view alone.
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class Predictor:
         precision: str | None = None,
         mirror: bool | None = None,
         image_head: bool | str | os.PathLike[str] = True,
+        head_views: bool | None = None,
     ) -> None:
         settings = bundle_settings(bundle)
         self.mirror = settings["mirror"] if mirror is None else bool(mirror)
@@ -161,6 +166,7 @@ class Predictor:
             else None,
             weights=weights if self.trained else None,
             image_head_threshold=self.rule.image_head_threshold,
+            head_views=settings["head_views"] if head_views is not False else (),
         )
         self.image_head_sha256 = None
         if self.inferer.attach_head(self.network):
@@ -189,6 +195,7 @@ class Predictor:
             "mirror": self.mirror,
             "fp32_margin": self.inferer.fp32_margin,
             "image_head_sha256": self.image_head_sha256,
+            "head_views": [list(v) for v in self.inferer.head_views] if self.image_head_sha256 else [],
         }
 
     def prepare(self, path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -276,3 +276,17 @@ def test_calibrated_image_threshold_counts_only_images_that_can_be_positive() ->
     # paper, 0.80 in fact, every negative positive); the decision-aware choice keeps the 0.80 and rejects
     # every negative.
     assert sensitivity == 0.8 and specificity == 1.0
+
+
+def test_paired_auroc_difference_interval() -> None:
+    from fracseg.evaluation.metrics import paired_auroc_difference_ci
+
+    rng = np.random.default_rng(0)
+    labels = np.array([1] * 40 + [0] * 60)
+    perfect = labels + rng.uniform(0, 0.5, 100)
+    noise = rng.uniform(0, 1, 100)
+    assert paired_auroc_difference_ci(noise, noise, labels) == (0.0, 0.0)
+    low, high = paired_auroc_difference_ci(perfect, noise, labels)
+    assert 0.2 < low < high <= 1.0
+    flipped = paired_auroc_difference_ci(noise, perfect, labels)
+    assert flipped == pytest.approx((-high, -low))
