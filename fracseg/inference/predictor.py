@@ -81,6 +81,7 @@ def bundle_settings(bundle: str | os.PathLike[str] = DEFAULT_BUNDLE) -> dict[str
         "fp32_margin": float(config.get("fp32_margin", 0.0)),
         "image_head": Path(bundle) / config["image_head"] if config.get("image_head") else None,
         "head_views": parse_views(config.get("head_views", [])),
+        "fp32_own_view": bool(config.get("fp32_own_view", False)),
     }
 
 
@@ -167,6 +168,7 @@ class Predictor:
             weights=weights if self.trained else None,
             image_head_threshold=self.rule.image_head_threshold,
             head_views=settings["head_views"] if head_views is not False else (),
+            fp32_own_view=settings["fp32_own_view"],
         )
         self.image_head_sha256 = None
         if self.inferer.attach_head(self.network):
@@ -196,6 +198,7 @@ class Predictor:
             "fp32_margin": self.inferer.fp32_margin,
             "image_head_sha256": self.image_head_sha256,
             "head_views": [list(v) for v in self.inferer.head_views] if self.image_head_sha256 else [],
+            "fp32_own_view": self.inferer.fp32_own_view and self.precision.amp,
         }
 
     def prepare(self, path: str | os.PathLike[str]) -> dict[str, Any]:

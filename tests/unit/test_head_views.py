@@ -155,3 +155,42 @@ def test_the_study_scores_the_shipped_views_as_its_all_five_set() -> None:
     assert tuple(extra) == bundle_settings(DEFAULT_BUNDLE)["head_views"]
     # the study's views are the inferer's: the same warp, no second implementation
     assert study.affine_view is affine_view
+
+
+def test_fp32_own_view_gives_the_fp32_mask_and_bf16_only_for_the_extra_views() -> None:
+    network = _network_with_head()
+    x = letterboxed((64, 50), seed=6)
+    with torch.no_grad():
+        exact = GuidedInferer(mirror=True, head_views=VIEWS)(x, network)
+        plain_bf16 = GuidedInferer(precision="bf16", mirror=True, head_views=VIEWS)(x, network)
+        mixed = GuidedInferer(precision="bf16", mirror=True, head_views=VIEWS, fp32_own_view=True)(x, network)
+    bf16_mask_error = float((plain_bf16[:, 0] - exact[:, 0]).abs().max())
+    assert bf16_mask_error > 1e-3  # bf16 moves the mask's logits ...
+    torch.testing.assert_close(mixed[:, :1], exact[:, :1], atol=1e-4, rtol=1e-4)  # ... the fp32 view does not
+    # the head's answer: the mean of the fp32 own view and the four bf16 views, so it differs from the
+    # all-bf16 answer by a fifth of the own view's fp32-bf16 difference
+    with torch.no_grad():
+        own = [GuidedInferer(precision=p, mirror=True)(x, network)[0, 1, 0, 0] for p in ("fp32", "bf16")]
+    own_fp32, own_bf16 = (float(torch.sigmoid(v)) for v in own)
+    mixed_p, bf16_p = (float(torch.sigmoid(t[0, 1, 0, 0])) for t in (mixed, plain_bf16))
+    assert mixed_p - bf16_p == pytest.approx((own_fp32 - own_bf16) / (1 + len(VIEWS)), abs=1e-6)
+
+
+def test_fp32_own_view_without_extra_views_is_fp32_and_needs_no_recheck() -> None:
+    network = _network_with_head()
+    x = letterboxed((64, 50), seed=7)
+    with torch.no_grad():
+        exact = GuidedInferer(mirror=True)(x, network)
+        score = float(torch.sigmoid(exact[0, 1, 0, 0]))
+        inferer = GuidedInferer(
+            precision="bf16", mirror=True, image_head_threshold=score, fp32_margin=0.05, fp32_own_view=True
+        )
+        out = inferer(x, network)
+    assert inferer.rechecked == 0  # nothing came from bf16, so nothing is borderline
+    torch.testing.assert_close(out, exact, atol=1e-4, rtol=1e-4)
+
+
+def test_shipped_bundle_runs_the_own_view_in_fp32() -> None:
+    assert bundle_settings(DEFAULT_BUNDLE)["fp32_own_view"] is True
+    config = json.loads((DEFAULT_BUNDLE / "configs" / "inference.json").read_text())
+    assert config["inferer"]["fp32_own_view"] == "@fp32_own_view"
