@@ -230,7 +230,7 @@ def test_evaluate_config_writes_metrics(shared_data, prepared, trained_model) ->
     # Step 2: the fracseg report on the same split, at the displayed size, with the bundle's rule.
     metrics = json.loads((trained_model / "runs" / "eval" / "report" / "metrics.json").read_text())
     assert metrics["split"] == "valid" and metrics["fractured_images"] == 82
-    assert metrics["non_fractured_images"] == 123 and metrics["model"]["trained_model"]
+    assert metrics["non_fractured_images"] == 399 and metrics["model"]["trained_model"]
     assert (trained_model / "runs" / "eval" / "report" / "report.md").exists()
 
 

@@ -13,15 +13,38 @@ from PIL import Image
 pytestmark = pytest.mark.integration
 
 TRUNCATED = {
+    "IMG0004028",
+    "IMG0004036",
+    "IMG0004076",
+    "IMG0004084",
+    "IMG0004109",
+    "IMG0004120",
+    "IMG0004121",
+    "IMG0004122",
+    "IMG0004123",
     "IMG0004130",
+    "IMG0004134",
     "IMG0004143",
+    "IMG0004145",
+    "IMG0004154",
     "IMG0004169",
+    "IMG0004173",
+    "IMG0004174",
+    "IMG0004189",
+    "IMG0004226",
     "IMG0004228",
+    "IMG0004252",
+    "IMG0004259",
     "IMG0004263",
+    "IMG0004273",
+    "IMG0004275",
+    "IMG0004278",
     "IMG0004279",
     "IMG0004286",
+    "IMG0004288",
     "IMG0004291",
     "IMG0004297",
+    "IMG0004298",
 }
 
 
@@ -51,8 +74,8 @@ def prepared(shared_data, tmp_path_factory):
 def test_summary_counts(prepared) -> None:
     out, stdout = prepared
     assert "fractured images: 656 (training 574, validation 82)" in stdout
-    assert "negatives: 591 usable" in stdout
-    assert "unreadable files: 9" in stdout
+    assert "negatives: 1968 usable" in stdout
+    assert "unreadable files: 32" in stdout
     report = json.loads((out / "report.json").read_text())
     assert {u["image_id"] for u in report["unreadable"]} == TRUNCATED
     assert report["counts"]["polygons"] == 855
@@ -71,7 +94,7 @@ def test_datalist_matches_official_split_files(prepared, shared_data) -> None:
     assert "test" not in dl  # withheld in the development subset
     assert not {e["image_id"] for e in dl["negatives"]} & TRUNCATED
     folds = [len(dl[k]) for k in ("negatives_train", "negatives_valid", "negatives_test")]
-    assert folds == [355, 123, 113] and sum(folds) == len(dl["negatives"]) == 591
+    assert folds == [1174, 399, 395] and sum(folds) == len(dl["negatives"]) == 1968
     held_out = {e["image_id"] for e in dl["negatives_valid"] + dl["negatives_test"]}
     assert not held_out & {e["image_id"] for e in dl["negatives_train"]}
 
