@@ -10,10 +10,9 @@ whole process.
 Weights stay fp32 (autocast casts per operation), so a checkpoint is the same whichever
 precision produced or reads it. At inference (:meth:`Precision.forward`) the generator's full-resolution
 input block stays in fp32: it is where the faint grey-level differences of a radiograph enter the
-network, and bf16's 8-bit mantissa there moved masks of the fp32-trained release by up to 6 % Dice on
-valid images (mean mask Dice against fp32 0.981, 2 of 205 decisions flipped); with that block in fp32,
-0.997 and none, while the layers below keep most of the speed-up
-(bundle/docs/README.md, "Precision").
+network, and bf16's 8-bit mantissa there moves masks and can flip decisions; the layers below keep most
+of the speed-up (measured by ``scripts/precision_agreement.py``; figures in
+``bundle/docs/studies/``).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ with bf16's speed-up measured in the same run).
     python scripts/bench_infer.py [--device cuda] [--batch 16] [--workers 2] [--precisions fp32 bf16]
         [--no-mirror] [--head-views {bundle,off,both}]
 
-``--head-views both`` times each precision with the bundle's image-head views (bundle 0.10.0: four more
-views of each image for the head's answer) and without them, in the same run.
+``--head-views both`` times each precision with the bundle's image-head views (``head_views`` in
+``inference.json``: more views of each image for the head's answer) and without them, in the same run.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ standard library only, so it runs before the carried packages are importable:
     on ``train.json`` + ``train_gpu.json`` (seed 0, wall-clock budget), export as fp16 ``model.pt``
     into a copy of the bundle whose ``inference.json`` matches the trained network, evaluation on valid
     with ``--calibrate``, the chosen rule written into that ``inference.json``, evaluation again with
-    it, and the inference benchmark. ``ablation``: ``scripts/ablation.py`` on the GPU recipe (GAN vs
+    it, and the inference benchmark. ``ablation``: ``studies/ablation.py`` on the GPU recipe (GAN vs
     supervised, 3 seeds, equal epochs). Every step has a timeout and its log is kept; a failed step
     does not stop later independent steps. At most 8 files come back from ``$OUT``: ``model.pt``,
     ``inference.json``, ``summary.json`` and a ``.tar.gz`` of logs, metrics and reports.
@@ -375,7 +375,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     env = _env()
     cmd = [
         *_python(),
-        "scripts/ablation.py",
+        "studies/ablation.py",
         "--out",
         str(work / "ablation"),
         "--dataset",

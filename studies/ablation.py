@@ -14,9 +14,9 @@ arms' probabilities sit at different levels. The learning-curve row of each run'
 last 3 epochs (``recipe_study.critic_accuracy``) are reported too. All runs share one dataset preparation
 (``<out>/prepared``). Prints a table of mean ± sd over seeds and writes ``summary.json``::
 
-    python scripts/ablation.py --out runs/ablation --seeds 0 1 2 --epochs 8 \\
+    python studies/ablation.py --out runs/ablation --seeds 0 1 2 --epochs 8 \\
         --config bundle/configs/train_cpu.json --set warmup_epochs=2 ramp_epochs=2
-    python scripts/ablation.py --out runs/ablation_cpu --seeds 0 1 2 --budget 1500 --cpus 0,1 --calibrate \\
+    python studies/ablation.py --out runs/ablation_cpu --seeds 0 1 2 --budget 1500 --cpus 0,1 --calibrate \\
         --set warmup_epochs=4 ramp_epochs=2
 """
 
@@ -37,7 +37,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "studies"))
 
 from recipe_study import critic_accuracy  # noqa: E402
 

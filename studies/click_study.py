@@ -17,7 +17,7 @@ the pixel-wise maximum of the clicks' heat maps, which is how one heat map rende
 
 Usage (FracAtlas valid split prepared by ``fracseg prepare``; prepares it into ``--prepared`` if absent)::
 
-    taskset -c 1 python scripts/click_study.py ../shared/data/fracatlas --prepared /tmp/prepared \
+    taskset -c 1 python studies/click_study.py ../shared/data/fracatlas --prepared /tmp/prepared \
         --output outputs/click_study [--limit N] [--clicks 1 3 5]
 
 Writes ``per_image.csv`` (Dice per image after each click count) and ``summary.json`` to ``--output``

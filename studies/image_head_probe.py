@@ -10,7 +10,7 @@ non-fractured images, its L2 weight chosen by stratified 5-fold cross-validation
 and held-out negatives (as ``fracseg evaluate`` pairs them). The segmentation score alone is scored the
 same way.
 
-Controls for an acquisition shortcut (``scripts/image_score_study.py`` found one: most fractured
+Controls for an acquisition shortcut (``studies/image_score_study.py`` found one: most fractured
 FracAtlas images are 373x454 or 454x373): a head on the displayed size and aspect alone; features
 pooled over the image only, without the letterbox's padding (whose shape encodes the aspect; the cells are
 the shipped head's, :func:`fracseg.networks.image_head.content_cells`); and every
@@ -18,7 +18,7 @@ score's AUROC within the valid images of those two sizes, where size and aspect 
 
 Single view (no mirroring), the shipped precision, the shipped weights unless ``--weights``::
 
-    OMP_NUM_THREADS=1 python scripts/image_head_probe.py ../shared/data/fracatlas --prepared runs/prepared \
+    OMP_NUM_THREADS=1 python studies/image_head_probe.py ../shared/data/fracatlas --prepared runs/prepared \
         [--weights bundle/models/model.pt] [--cache runs/probe_features.npz]
 
 Prints a table of valid AUROCs with 95 % bootstrap intervals, and the specificity each score reaches at

@@ -12,7 +12,7 @@ alone reaches at sensitivity >= 0.85 (the rule lets the head decide alone since 
 difference to the image's own view (0.9.0's score) with its 95 % bootstrap interval, and the network
 passes per image::
 
-    python scripts/image_head_tta_study.py ../shared/data/fracatlas --prepared runs/prepared \
+    python studies/image_head_tta_study.py ../shared/data/fracatlas --prepared runs/prepared \
         [--cache runs/tta_views.npz]
 
 The view sets are compared on valid, which also chooses the rule's thresholds, so a gain here is an

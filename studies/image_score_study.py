@@ -7,7 +7,7 @@ aspect ratio. Those two describe the acquisition, not the anatomy: in FracAtlas 
 are 373x454 or 454x373, so a score that uses them learns a shortcut that will not carry over to other
 sites' radiographs. Needs scikit-learn (a test extra)::
 
-    python scripts/image_score_study.py [--root ../shared/data/fracatlas]
+    python studies/image_score_study.py [--root ../shared/data/fracatlas]
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@ bundle's own command and compare their learning curves (``curves.jsonl`` of
 :class:`fracseg.engines.LearningCurve`: Dice at 0.5 and at the best threshold, pixel AP, image AUROC
 against training time).
 
-    python scripts/recipe_study.py run --budget 1500 --cpus 0            # every candidate, one after another
-    python scripts/recipe_study.py run --budget 1500 --only large-fractured
-    python scripts/recipe_study.py report --figure bundle/docs/recipe_curves.png
-    python scripts/recipe_study.py report --runs runs/release --marks 15 30 60 90 120   # any run folders
+    python studies/recipe_study.py run --budget 1500 --cpus 0            # every candidate, one after another
+    python studies/recipe_study.py run --budget 1500 --only large-fractured
+    python studies/recipe_study.py report --figure bundle/docs/recipe_curves.png
+    python studies/recipe_study.py report --runs runs/release --marks 15 30 60 90 120   # any run folders
 
 Each run is ``python -m monai.bundle run training --config_file [train.json, train_cpu.json]
 --<overrides> --time_budget_s B --seed S --output_dir runs/recipes/<name>``, so a candidate is nothing

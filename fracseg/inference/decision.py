@@ -14,16 +14,15 @@ One rule, used by ``fracseg infer``, ``fracseg evaluate`` and the bundle's infer
    training run, the MONAI Label app's fine-tuned copy) still get the rule calibrated for their score.
 5. ``head_decides`` (head only): the head's "yes" stands without a region: ``fracture_present`` follows
    the head's probability alone, and where no region survives steps 1-2 the answer is "fracture
-   suspected, not localised" (present, empty mask). The head judges the whole image; letting the pixel
-   threshold veto it held sensitivity at 0.756 in 0.8.0 (20 of 82 fractured valid images have no
-   region). Drawing the map's peak instead was tried and rejected: at half maximum the peak regions of
-   the 8 such fractured valid images were 2-16 px and hit none of their fractures. A "yes" from the
-   top-pixel score still needs a region of its own: there the region is the evidence.
+   suspected, not localised" (present, empty mask). The head judges the whole image, so the pixel
+   threshold does not veto it (many fractured images have no region above it); no substitute region is
+   drawn. A "yes" from the top-pixel score still needs a region of its own: there the region is the
+   evidence.
 
 The settings live in ``bundle/configs/inference.json``; the thresholds and sizes are chosen on the
 validation split by ``fracseg evaluate --calibrate`` (never on test), ``head_decides`` is a choice of
 rule (the calibration keeps it). ``guided_threshold`` is the pixel threshold of a click-guided
-prediction (:meth:`DecisionRule.guided`), chosen on the same split by ``scripts/click_study.py``.
+prediction (:meth:`DecisionRule.guided`), chosen on the same split by ``studies/click_study.py``.
 """
 
 from __future__ import annotations
@@ -76,11 +75,10 @@ class DecisionRule:
         """The rule for a click-guided prediction: once the annotator has placed a foreground click, a
         fracture is there by their word, so the filters that suppress false alarms of the automatic answer
         are off: the image-level gate (``score_threshold``) and the minimum region size (a clicked
-        fracture can be smaller than ``min_region_pixels``: with 256 px, as calibrated for 0.6.0, the
-        click study's Dice after 3 clicks fell from 0.673 to 0.565). The pixel threshold becomes
+        fracture can be smaller than ``min_region_pixels``). The pixel threshold becomes
         ``guided_threshold`` where set: the automatic answer's threshold is calibrated low to find
-        fractures at all (0.1 in 0.6.0), which makes a clicked fracture's mask too wide. Used by the MONAI
-        Label app's ``fracture_interactive`` and by ``scripts/click_study.py``."""
+        fractures at all, which would make a clicked fracture's mask too wide. Used by the MONAI Label
+        app's ``fracture_interactive`` and by ``studies/click_study.py``."""
         if not foreground_clicks:
             return self
         threshold = self.threshold if self.guided_threshold is None else self.guided_threshold

@@ -30,12 +30,11 @@ def mirror_averaged(forward: Callable[[torch.Tensor], torch.Tensor], batch: torc
     (test-time augmentation).
 
     Left and right limbs both occur in X-rays and training flips half its crops, so the mirrored image is
-    as plausible an input as the original; averaging the two answers removes part of the model's
-    variance. On the 0.5.0 weights (valid, cross-fitted rule) it raised mean Dice from 0.295 to 0.331 at
-    twice the network time (``bundle/docs/README.md``, "Test-time mirroring"); averaging the logits instead
-    gave 0.323. The result stays a logit, as every caller expects (the bundle's post-processing applies the
-    sigmoid): ``logit((sigmoid(a) + sigmoid(b)) / 2)``, computed in log space so that saturated logits stay
-    finite. Guidance channels are mirrored with the image, so clicks stay where they were placed.
+    as plausible an input as the original; averaging the two probabilities (not the logits) removes part
+    of the model's variance at twice the network time (``bundle/docs/studies/``). The result stays a
+    logit, as every caller expects (the bundle's post-processing applies the sigmoid):
+    ``logit((sigmoid(a) + sigmoid(b)) / 2)``, computed in log space so that saturated logits stay finite.
+    Guidance channels are mirrored with the image, so clicks stay where they were placed.
     """
     a = forward(batch)
     b = forward(batch.flip(-1)).flip(-1)
@@ -78,9 +77,9 @@ def head_view_averaged(
     Only the image-level answer is averaged: the mask channel stays the unwarped view's, so masks, regions
     and Dice are those of ``answer`` alone. The head sees the image whole, so small rotations and scalings
     within the training augmentation's ranges are equally plausible inputs whose answers vary; their mean
-    ranks images better (bundle 0.10.0: valid AUROC 0.804 -> 0.829 with four extra views, five times the
-    network time; ``bundle/docs/README.md``, "Head views"). ``view_answer`` answers the extra views
-    (default: ``answer``; the inferer passes a bf16 one where the image's own view runs in fp32)."""
+    ranks images better, at one network pass per view (``studies/image_head_tta_study.py``).
+    ``view_answer`` answers the extra views (default: ``answer``; the inferer passes a bf16 one where the
+    image's own view runs in fp32)."""
     view_answer = view_answer or answer
     logits = answer(batch)
     if not views or logits.shape[1] < 2:
@@ -110,13 +109,12 @@ class GuidedInferer(Inferer):
 
     A bf16 answer whose image-level fracture score lies within ``fp32_margin`` of ``score_threshold``
     (automatic segmentation only) is computed again in fp32: bf16 moves scores by up to a few hundredths,
-    so near the threshold it can flip the yes/no answer (three of 205 valid images for bundle 0.7.0),
-    while re-running the few borderline images (about 2 %) keeps the decision the same as fp32's at a
-    small share of the time bf16 saves. With the image head (:mod:`fracseg.networks.image_head`) the score is
-    its channel; without it, the score is taken on the letterboxed map with the number of top
-    pixels scaled by the letterbox's area ratio, where the input's displayed size is known (a MetaTensor's
-    ``spatial_shape``, or ``display_shapes``): close to the displayed-size score the rule uses, and the
-    margin covers the rest.
+    so near the threshold it can flip the yes/no answer, while re-running the few borderline images
+    (about 2 %) keeps the decision the same as fp32's at a small share of the time bf16 saves. With the
+    image head (:mod:`fracseg.networks.image_head`) the score is its channel; without it, the score is
+    taken on the letterboxed map with the number of top pixels scaled by the letterbox's area ratio, where
+    the input's displayed size is known (a MetaTensor's ``spatial_shape``, or ``display_shapes``): close to
+    the displayed-size score the rule uses, and the margin covers the rest.
 
     Args:
         in_channels: the generator's input channels (X-ray + guidance).
@@ -139,8 +137,8 @@ class GuidedInferer(Inferer):
             mirrored when ``mirror``); empty: none.
         fp32_own_view: with bf16, compute the input's own view (the mask, and its share of the head's
             answer) in fp32 and only the extra ``head_views`` in bf16: bf16's rounding moves the boundary
-            pixels of small masks (18 of 205 valid masks below Dice 0.99 against fp32 in 0.10.0), while the
-            head's five-view mean barely notices it. Without head views the whole answer is then fp32.
+            pixels of small masks, while the head's five-view mean barely notices it. Without head views
+            the whole answer is then fp32.
     """
 
     def __init__(

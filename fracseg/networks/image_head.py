@@ -1,10 +1,10 @@
 """The image-level head: a linear fracture classifier on the generator's own deepest features.
 
 The segmentation score (mean of the top probabilities) ranks images only as well as the masks find
-fractures: a fractured image whose fracture the generator misses scores as low as a normal one, so its
-AUROC stays near 0.78 however the rule is tuned. The generator's deepest features (1/16 of the
-letterbox, the most context) carry more of the image-level evidence; ``scripts/image_head_probe.py``
-measured a logistic regression on them at valid AUROC 0.81 against 0.79 for the score alone.
+fractures: a fractured image whose fracture the generator misses scores as low as a normal one, however
+the rule is tuned. The generator's deepest features (1/16 of the letterbox, the most context) carry more
+of the image-level evidence; ``studies/image_head_probe.py`` compares a logistic regression on them with
+the score alone.
 
 The head is that regression, attached to a trained MONAI ``UNet`` without changing it: forward hooks
 capture the network input and the deepest features, and the output block's hook appends one channel

@@ -1,4 +1,4 @@
-"""scripts/click_study.py: where the simulated annotator clicks, and one real run of the protocol."""
+"""studies/click_study.py: where the simulated annotator clicks, and one real run of the protocol."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from fracseg.io import read_xray
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+def _script(name: str, folder: str = "studies"):
+    spec = importlib.util.spec_from_file_location(name, REPO / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -64,7 +64,7 @@ def test_no_click_on_a_perfect_prediction(study) -> None:
 
 def test_study_on_real_fracatlas_images(study, shared_data: Path, tmp_path: Path) -> None:
     root = tmp_path / "fracatlas"
-    _script("gpu_release")._subset_fracatlas(shared_data / "fracatlas", root, 2)
+    _script("gpu_release", "scripts")._subset_fracatlas(shared_data / "fracatlas", root, 2)
     out = tmp_path / "out"
     assert study.main([str(root), "--prepared", str(tmp_path / "prepared"), "--output", str(out)]) == 0
 

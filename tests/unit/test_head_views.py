@@ -143,10 +143,10 @@ def test_shipped_bundle_declares_the_views_for_its_inferer_and_fracseg_infer() -
 
 
 def test_the_study_scores_the_shipped_views_as_its_all_five_set() -> None:
-    """scripts/image_head_tta_study.py chose the shipped head_views; its 'all five' set is what ships."""
+    """studies/image_head_tta_study.py chose the shipped head_views; its 'all five' set is what ships."""
     import importlib.util
 
-    path = DEFAULT_BUNDLE.parent / "scripts" / "image_head_tta_study.py"
+    path = DEFAULT_BUNDLE.parent / "studies" / "image_head_tta_study.py"
     spec = importlib.util.spec_from_file_location("image_head_tta_study", path)
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)

@@ -32,7 +32,7 @@ def test_content_cells_follow_the_letterbox_geometry() -> None:
     x = letterboxed((454, 373), side=512)
     cells = content_cells(x, 32)[0]
     assert cells[:, 3:29].all() and not cells[:, :3].any() and not cells[:, 29:].any()
-    assert cells.all(dim=0).sum() == 26  # as scripts/image_head_probe.py's content_mask found (26 x 32)
+    assert cells.all(dim=0).sum() == 26  # as studies/image_head_probe.py's content_mask found (26 x 32)
     square = content_cells(letterboxed((300, 300), side=64), 4)
     assert square.all()
 

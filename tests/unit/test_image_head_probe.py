@@ -1,4 +1,4 @@
-"""scripts/image_head_probe.py: which features it reads, and its head (the shipped fit) on known data."""
+"""studies/image_head_probe.py: which features it reads, and its head (the shipped fit) on known data."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _probe():
     spec = importlib.util.spec_from_file_location(
-        "image_head_probe", REPO / "scripts" / "image_head_probe.py"
+        "image_head_probe", REPO / "studies" / "image_head_probe.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

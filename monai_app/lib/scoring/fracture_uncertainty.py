@@ -6,9 +6,8 @@ teaches it most about its decision. Scores come from :class:`fracseg.inference.p
 (the predictor ``fracseg infer`` uses) with the app's current weights, and are kept in each image's
 datastore info under :data:`INFO_KEY`, tagged with :func:`scoring_key` (the weights, the image head and
 the decision rule of the bundle copy) so that they are recomputed whenever any of these changed: after
-training changed the weights, and after an upgraded bundle copy brought a new head or rule (0.8.0 -> 0.9.0
-moved the head's threshold from 0.4088 to 0.3456, and a record keyed on the weights alone kept the old
-uncertainties).
+training changed the weights, and after an upgraded bundle copy brought a new head or rule (a new
+threshold moves every uncertainty, which a record keyed on the weights alone would keep).
 """
 
 from __future__ import annotations

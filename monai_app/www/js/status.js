@@ -2,7 +2,7 @@
 
 /**
  * The status line of an automatic answer. `params` is the answer's JSON (fracture_score,
- * fracture_present); since bundle 0.9.0 the image head's yes needs no region, so a "yes" with an empty
+ * fracture_present); the image head's yes needs no region (head_decides), so a "yes" with an empty
  * mask is said in words ("suspected, not localised") instead of reading as "0 fracture pixels".
  */
 export function answerStatus(model, imageId, pixels, params = {}) {
