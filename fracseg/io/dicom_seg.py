@@ -5,6 +5,9 @@ viewer (OHIF, 3D Slicer) files it next to the X-ray. Projection radiographs (CR/
 coordinate system: the SEG is written without a Frame of Reference (pixel-grid aligned with the source),
 which is what the Segmentation IOD allows for such images. A Frame of Reference UID that some CR writers
 add anyway is ignored for that reason (highdicom would otherwise demand CT/MR-style plane geometry).
+The SEG's Pixel Measures carry the source's ``PixelSpacing``, else its ``ImagerPixelSpacing``, when that
+is two positive numbers; a zero, negative or malformed spacing (seen in exported CRs) is dropped, and the
+SEG then has no Pixel Measures: a valid object on the source's pixel grid, never a copied invalid value.
 """
 
 from __future__ import annotations
@@ -114,8 +117,49 @@ def _source_for_seg(source: Dataset, path: str) -> Dataset:
             setattr(ds, keyword, "")
     if "FrameOfReferenceUID" in ds and "ImagePositionPatient" not in ds:
         del ds.FrameOfReferenceUID  # a projection image: no patient-space geometry to carry
+    for keyword in SPACING_KEYWORDS:
+        # highdicom copies the source's PixelSpacing into the SEG when given no Pixel Measures: a spacing
+        # the standard forbids (zero, negative, not two numbers) must not get that far.
+        if keyword in ds and valid_spacing(ds, keyword) is None:
+            del ds[keyword]
     _lossy_compression_details(ds, path)
     return ds
+
+
+#: Where a projection radiograph states its pixel spacing, in order of preference: ``PixelSpacing`` (in the
+#: patient, corrected for magnification where the modality does so), else ``ImagerPixelSpacing`` (at the
+#: detector's front plane).
+SPACING_KEYWORDS = ("PixelSpacing", "ImagerPixelSpacing")
+
+
+def valid_spacing(ds: Dataset, keyword: str) -> tuple[float, float] | None:
+    """``(row, column)`` spacing in mm from ``ds``'s ``keyword`` when it is two positive finite numbers,
+    else ``None`` (absent, zero, negative, one value, text that is no number: all seen in exported CRs).
+    Reads the raw value too, so a malformed element never raises."""
+    try:
+        value = ds.get(keyword)
+        if value is None:
+            return None
+        values = [value] if isinstance(value, str | bytes | float | int) else list(value)
+        if len(values) == 1 and isinstance(values[0], str | bytes):
+            text = values[0].decode("ascii", "replace") if isinstance(values[0], bytes) else values[0]
+            values = text.split("\\")
+        numbers = [float(v) for v in values]
+    except Exception:  # an undecodable value is no spacing
+        return None
+    if len(numbers) != 2 or not all(np.isfinite(v) and v > 0 for v in numbers):
+        return None
+    return numbers[0], numbers[1]
+
+
+def seg_spacing(ds: Dataset) -> tuple[str, tuple[float, float]] | None:
+    """``(keyword, (row, column) mm)`` of the first valid spacing of :data:`SPACING_KEYWORDS`, or ``None``:
+    the spacing a SEG (and the SR's areas) of ``ds`` use."""
+    for keyword in SPACING_KEYWORDS:
+        spacing = valid_spacing(ds, keyword)
+        if spacing is not None:
+            return keyword, spacing
+    return None
 
 
 def dicom_seg_dataset(
@@ -163,11 +207,9 @@ def dicom_seg_dataset(
         ),
     )
     pixel_measures = None
-    spacing = src.get("PixelSpacing") or src.get("ImagerPixelSpacing")
+    spacing = seg_spacing(src)  # invalid spacings were removed: without one, no Pixel Measures at all
     if spacing is not None:
-        pixel_measures = hd.PixelMeasuresSequence(
-            pixel_spacing=[float(v) for v in spacing], slice_thickness=None
-        )
+        pixel_measures = hd.PixelMeasuresSequence(pixel_spacing=list(spacing[1]), slice_thickness=None)
     seg = hd.seg.Segmentation(
         source_images=[src],
         pixel_array=mask[None].astype(np.uint8),

@@ -99,3 +99,19 @@ def make_lossy_cr(pixels: np.ndarray, transfer_syntax: str, *, method: str | Non
     if method is not None:
         ds.LossyImageCompressionMethod = method
     return ds
+
+
+def save_with_raw_value(ds: Dataset, path: Path, keyword: str, raw: bytes) -> Path:
+    """Save ``ds`` with ``keyword``'s value replaced by ``raw`` bytes (no longer than the value pydicom
+    writes for ``ds``'s own value; padded with spaces), e.g. text that is no number in a DS element, which
+    pydicom refuses to set but exported files contain."""
+    written = save(ds, path).read_bytes()
+    value = ds[keyword].value
+    encoded = "\\".join(str(v) for v in value) if not isinstance(value, str) else value
+    encoded_bytes = encoded.encode("ascii")
+    if len(encoded_bytes) % 2:
+        encoded_bytes += b" "
+    raw = raw.ljust(len(encoded_bytes))
+    assert len(raw) == len(encoded_bytes) and written.count(encoded_bytes) == 1, (raw, encoded_bytes)
+    path.write_bytes(written.replace(encoded_bytes, raw))
+    return path

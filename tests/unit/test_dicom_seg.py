@@ -11,7 +11,14 @@ import pytest
 from fracseg.errors import ImageReadError
 from fracseg.io.dicom_seg import write_dicom_seg
 from tests.helpers.dciodvfy import dciodvfy_errors
-from tests.helpers.dicom_factory import JPEG_2000, JPEG_BASELINE, make_dataset, make_lossy_cr, save
+from tests.helpers.dicom_factory import (
+    JPEG_2000,
+    JPEG_BASELINE,
+    make_dataset,
+    make_lossy_cr,
+    save,
+    save_with_raw_value,
+)
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 REPO = Path(__file__).resolve().parents[2]
@@ -152,3 +159,47 @@ def test_lossy_flag_on_an_uncompressed_source_without_method_is_a_clear_error(tm
         write_dicom_seg(src, np.zeros((20, 30), bool), tmp_path / "seg.dcm")
     assert str(info.value).startswith(str(src))
     assert not (tmp_path / "seg.dcm").exists()
+
+
+def _set(**attributes):
+    def apply(ds: pydicom.Dataset) -> None:
+        for keyword, value in attributes.items():
+            setattr(ds, keyword, value)
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "expected"),
+    [
+        ("zero", _set(PixelSpacing=[0, 0]), None),
+        ("one zero", _set(PixelSpacing=[0.1, 0]), None),
+        ("negative", _set(PixelSpacing=[-0.1, 0.1]), None),
+        ("one value", _set(PixelSpacing="0.1"), None),
+        ("text garbage", _set(PixelSpacing=[0.125, 0.125]), None),  # bytes replaced below
+        ("imager only", _set(ImagerPixelSpacing=[0.15, 0.2]), [0.15, 0.2]),
+        ("imager zero", _set(ImagerPixelSpacing=[0, 0]), None),
+        ("zero, valid imager", _set(PixelSpacing=[0, 0], ImagerPixelSpacing=[0.15, 0.15]), [0.15, 0.15]),
+        ("aspect ratio only", _set(PixelAspectRatio=[1, 2]), None),
+        ("aspect ratio and spacing", _set(PixelAspectRatio=[1, 2], PixelSpacing=[0.1, 0.2]), [0.1, 0.2]),
+        ("valid", _set(PixelSpacing=[0.139, 0.139]), [0.139, 0.139]),
+    ],
+)
+def test_any_source_spacing_gives_a_valid_seg(tmp_path, name, change, expected) -> None:
+    """A zero, negative, one-valued or non-numeric spacing is dropped (no Pixel Measures), never copied
+    (dciodvfy: "Value is zero for value 1 of attribute <Pixel Spacing>") and never a crash; a valid
+    ImagerPixelSpacing stands in for a missing or invalid PixelSpacing."""
+    ds = make_dataset(np.zeros((20, 30), np.uint16))
+    change(ds)
+    if name == "text garbage":
+        src = save_with_raw_value(ds, tmp_path / "src.dcm", "PixelSpacing", b"abc\\de.f.g")
+    else:
+        src = save(ds, tmp_path / "src.dcm")
+    mask = _mask(20, 30)
+    seg = _check_seg(write_dicom_seg(src, mask, tmp_path / "seg.dcm"), ds, mask)
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    if expected is None:
+        assert "PixelMeasuresSequence" not in shared and "PixelSpacing" not in seg
+    else:
+        assert [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing] == expected
+    assert dciodvfy_errors(tmp_path / "seg.dcm") == []
