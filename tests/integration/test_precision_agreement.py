@@ -3,11 +3,11 @@ fracture_present decisions, scores within 0.01 (issue 13's promise).
 
 Since bundle 0.10.1 (``fp32_own_view``) bf16 runs the image head's four extra views, and the image's own
 view, which gives the mask, runs in fp32: on all 205 valid images every mask is identical and the largest
-score difference is 0.0078 (``scripts/precision_agreement.py``, bundle/docs/README.md, "Precision").
+score difference is 0.0078 (``scripts/precision_agreement.py``; bundle/docs/studies/).
 0.10.0, all in bf16, left 18 small masks below Dice 0.99 and one score 0.014 apart.
 
 A few real images here (FracAtlas fractured and non-fractured JPEGs, the sample CR DICOM); the whole valid
-split is measured by ``scripts/precision_agreement.py`` (figures in bundle/docs/README.md).
+split is measured by ``scripts/precision_agreement.py`` (figures in bundle/docs/studies/).
 """
 
 from __future__ import annotations
