@@ -175,7 +175,10 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             planned = [item for item in plan_inputs(args.inputs, args.output, remote) if item.path in fetched]
             segs = [p for p in (seg_path(Path(args.output), item) for item in planned) if p.exists()]
             stored = dicomweb.store_segs(client, segs, args.dicomweb)
-            print(f"STOW-RS: stored {stored} of {len(segs)} DICOM SEG object(s) on {args.dicomweb}")
+            print(
+                f"STOW-RS: stored {stored} of {len(segs)} DICOM SEG object(s) "
+                f"and their SRs on {args.dicomweb}"
+            )
             failed += len(segs) - stored
     print(
         f"wrote {args.output}/predictions.csv ({failed} failed)"
@@ -324,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument(
         "--dicom-seg",
         action="store_true",
-        help="also write a DICOM SEG (<stem>_seg.dcm) for each DICOM input",
+        help="also write a DICOM SEG (<stem>_seg.dcm) and an SR of its findings (<stem>_sr.dcm) "
+        "for each DICOM input",
     )
     infer.add_argument("--quiet", action="store_true", help="no progress bar")
     web = infer.add_argument_group("DICOMweb input (QIDO-RS/WADO-RS) and output (STOW-RS)")
@@ -334,7 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument(
         "--modality", nargs="+", default=["CR", "DX"], help="series modalities to fetch (default: CR DX)"
     )
-    web.add_argument("--stow", action="store_true", help="send the DICOM SEG results back with STOW-RS")
+    web.add_argument(
+        "--stow", action="store_true", help="send the DICOM SEG and SR results back with STOW-RS"
+    )
     infer.set_defaults(func=_cmd_infer)
 
     ev = sub.add_parser("evaluate", help="score the model on a FracAtlas split: metrics.json + report")

@@ -49,6 +49,7 @@ from fracseg.io import (
     write_json_atomic,
 )
 from fracseg.io.dicom_seg import write_dicom_seg
+from fracseg.io.dicom_sr import ModelInfo, sr_path_for, write_dicom_sr
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +157,11 @@ def seg_path(output: Path, item: InputFile) -> Path:
     return base.parent / f"{base.name}_seg.dcm"
 
 
+def sr_path(output: Path, item: InputFile) -> Path:
+    """Where the DICOM SR of ``item``'s findings is written (beside its SEG)."""
+    return sr_path_for(seg_path(output, item))
+
+
 def _mask_column(item: InputFile) -> str:
     return (item.out_stem.parent / f"{item.out_stem.name}_mask.png").as_posix()
 
@@ -167,14 +173,19 @@ def _complete(output: Path, item: InputFile, settings: dict[str, Any]) -> dict[s
         return None
     if not all(p.exists() for p in output_paths(output, item)):
         return None
-    if record.get("dicom_seg") and not seg_path(output, item).exists():
+    if record.get("dicom_seg") and not (seg_path(output, item).exists() and sr_path(output, item).exists()):
         return None
     return record["row"]
 
 
 def _discard_outputs(output: Path, item: InputFile) -> None:
     """Remove whatever is stored under ``item``'s stem, so a failed image leaves no result behind."""
-    for path in (*output_paths(output, item), seg_path(output, item), record_path(output, item)):
+    for path in (
+        *output_paths(output, item),
+        seg_path(output, item),
+        sr_path(output, item),
+        record_path(output, item),
+    ):
         path.unlink(missing_ok=True)
 
 
@@ -196,9 +207,12 @@ def _finish_and_write(
         seg_written = False
         if settings.get("dicom_seg") and pred.meta.get("format") == ImageFormat.DICOM:
             write_dicom_seg(item.path, pred.mask, seg_path(output, item))
+            model = ModelInfo.of(predictor, pred.image_score)  # the findings, referencing the SEG
+            write_dicom_sr(item.path, seg_path(output, item), pred.decision, model, sr_path(output, item))
             seg_written = True
-        else:  # a SEG of an earlier run (other settings) would no longer match this mask
+        else:  # a SEG/SR of an earlier run (other settings) would no longer match this mask
             seg_path(output, item).unlink(missing_ok=True)
+            sr_path(output, item).unlink(missing_ok=True)
         row = {
             "image": str(item.path),
             "fracture_score": round(pred.fracture_score, 6),

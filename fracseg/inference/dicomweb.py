@@ -3,8 +3,8 @@
 Works with any DICOMweb server (tested against Orthanc with its DICOMweb plugin). Instances are
 downloaded once into ``<output>/.dicomweb/<study>/<series>/<sop>.dcm`` (atomic writes, skipped when
 already there), so an interrupted run resumes without downloading again; results land in
-``<output>/<study>/<series>/<sop>_mask.png`` etc. With ``stow``, the DICOM SEG objects go back to the
-server with STOW-RS.
+``<output>/<study>/<series>/<sop>_mask.png`` etc. With ``stow``, the DICOM SEG objects and the SRs of
+their findings go back to the server with STOW-RS.
 """
 
 from __future__ import annotations
@@ -168,12 +168,20 @@ def store_dataset(client: Any, url: str, dataset: Any) -> None:
 
 
 def store_segs(client: Any, seg_paths: Sequence[Path], url: str) -> int:
-    """STOW-RS the SEG files to the server; returns how many were stored. Failures are logged per file."""
+    """STOW-RS the SEG files to the server, each with the SR of its findings written beside it
+    (:func:`fracseg.io.dicom_sr.sr_path_for`); returns how many results (SEG and its SR) were stored
+    completely. Failures are logged per file."""
+    from fracseg.io.dicom_sr import sr_path_for
+
     stored = 0
-    for path in seg_paths:
-        try:
-            store_dataset(client, url, pydicom.dcmread(path))
-            stored += 1
-        except Exception as exc:
-            logger.error("STOW-RS of %s failed: %s", path, exc)
+    for seg_path in seg_paths:
+        sr_path = sr_path_for(seg_path)
+        complete = True
+        for path in (seg_path, sr_path) if sr_path.exists() else (seg_path,):
+            try:
+                store_dataset(client, url, pydicom.dcmread(path))
+            except Exception as exc:
+                logger.error("STOW-RS of %s failed: %s", path, exc)
+                complete = False
+        stored += complete
     return stored

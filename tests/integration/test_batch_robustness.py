@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -89,6 +90,19 @@ def test_every_input_gets_its_own_outputs(tmp_path: Path, predictor: Predictor) 
         seg.pixel_array.astype(bool), np.asarray(Image.open(out / "a.dcm_mask.png")) > 0
     )
     assert seg.LossyImageCompressionMethod == "ISO_15444_1"
+    report = hd.sr.srread(out / "a.dcm_sr.dcm")  # the SR of its findings, beside the SEG
+    dcm = next(r for r in rows if r["image"].endswith("a.dcm"))
+    (image_group,) = report.content.get_image_measurement_groups()
+    score = {m.name.meaning: m.value for m in image_group.get_measurements()}["Score"]
+    assert score == pytest.approx(float(dcm["fracture_score"]), abs=1e-5)
+    assert len(report.content.get_planar_roi_measurement_groups()) == int(dcm["regions"])
+    assert seg.SOPInstanceUID in {  # cited by a region, else listed as other evidence
+        i.ReferencedSOPInstanceUID
+        for evidence in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence")
+        for s in report.get(evidence, [])
+        for r in s.ReferencedSeriesSequence
+        for i in r.ReferencedSOPSequence
+    }
 
     # A rerun lists each input once and redoes nothing.
     assert run_batch(inputs, out, predictor, quiet=True, dicom_seg=True) == 1
@@ -102,7 +116,7 @@ def test_every_input_gets_its_own_outputs(tmp_path: Path, predictor: Predictor) 
     assert json.loads((out / "summary.json").read_text())["skipped_already_done"] == 5
     # Redone without --dicom-seg: the earlier SEG, which need not match the new mask, does not stay.
     assert run_batch(inputs, out, predictor, quiet=True, overwrite=True) == 1
-    assert not list(out.glob("*_seg.dcm"))
+    assert not list(out.glob("*_seg.dcm")) and not list(out.glob("*_sr.dcm"))
 
 
 def test_resume_compares_the_input_not_only_its_name(tmp_path: Path, predictor: Predictor) -> None:
@@ -157,7 +171,7 @@ def test_a_failing_writer_costs_one_image_whatever_it_raises(
     # The failed image leaves nothing behind; the others are complete.
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("two")) == []
     for name in ("one", "three"):
-        assert {f"{name}_mask.png", f"{name}_overlay.png", f"{name}_seg.dcm"} <= {
+        assert {f"{name}_mask.png", f"{name}_overlay.png", f"{name}_seg.dcm", f"{name}_sr.dcm"} <= {
             p.name for p in out.iterdir()
         }
     assert not list(out.rglob(f"{TEMP_PREFIX}*"))
