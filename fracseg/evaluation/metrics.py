@@ -1,7 +1,7 @@
 """Evaluation metrics: pixel overlap, HD95, instance hits, mask AP50 and image-level ROC.
 
 Pure numpy (plus MONAI's surface-distance code for HD95) so they can be tested on hand-made arrays.
-Conventions are stated where a choice was made; ``bundle/docs/README.md`` repeats them.
+Conventions are stated where a choice was made; ``docs/evaluation.md`` repeats them.
 """
 
 from __future__ import annotations
