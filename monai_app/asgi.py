@@ -6,7 +6,7 @@ set. Here, without that setting no CORS headers are sent, so only pages served b
 correction page) and non-browser clients (3D Slicer) can call it; with it, exactly the listed origins
 are allowed. Request bodies above :data:`MAX_BODY_BYTES` are refused with 413 before they are read.
 Binding to 127.0.0.1 is the ``--host`` of ``make serve``; authentication is MONAI Label's
-(``MONAI_LABEL_AUTH_ENABLE``), see the README.
+(``MONAI_LABEL_AUTH_ENABLE``), see docs/monailabel.md, "Hardening and deployment".
 """
 
 from __future__ import annotations
