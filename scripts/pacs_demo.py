@@ -7,9 +7,12 @@ socket (a UNIX socket is a file, so it crosses namespaces; nothing else does). C
 the relay, the app and Orthanc. Orthanc's configuration is ``deploy/orthanc/orthanc.json``; its storage
 and the app's cache live under ``--work``. Sample images: FracAtlas, CC BY 4.0 (Abedeen et al. 2023).
 
-With ``--ohif DIST`` (``make ohif`` installs it; ``make pacs-demo`` passes it when present), OHIF
-(``scripts/ohif_server.py``, DICOMweb forwarded to the same Orthanc) is brought out the same way on
-``127.0.0.1:OHIF_PORT``: the SEGs saved from the app can be viewed there over their CR/DX.
+Before the app starts, ``fracseg infer --dicomweb ... --stow`` segments the samples in Orthanc and stores
+each result back in the image's study: the DICOM SEG (series "fracseg fracture mask") and the SR of the
+findings (series "fracseg fracture findings"; output and log under ``--work``/infer). With ``--ohif DIST``
+(``make ohif`` installs it; ``make pacs-demo`` passes it when present), OHIF (``scripts/ohif_server.py``,
+DICOMweb forwarded to the same Orthanc) is brought out the same way on ``127.0.0.1:OHIF_PORT``: the sample
+CR's SEG and SR, and the SEGs saved from the app, can be viewed there over their CR/DX.
 
 Usage: ``python scripts/pacs_demo.py [--port 8000] [--work outputs/pacs-demo] [--ohif DIST]
 [--ohif-port 3000]``.
@@ -105,6 +108,22 @@ def _upload_samples() -> int:
     return count
 
 
+def _segment_samples(work: Path) -> int:
+    """``fracseg infer --dicomweb --stow`` over the samples in Orthanc (CR/DX): each gets its SEG and SR
+    in its own study. Returns the exit code; the demo goes on either way (see ``infer/infer.log``)."""
+    out = work / "infer"
+    out.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "fracseg", "infer", "--quiet", "--output", str(out)]
+    command += ["--dicomweb", f"http://127.0.0.1:{ORTHANC_PORT}/dicom-web", "--stow"]
+    with open(out / "infer.log", "ab") as log:
+        code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+    if code:
+        logger.warning("fracseg infer --stow failed (exit %d): see %s", code, out / "infer.log")
+    else:
+        logger.info("fracseg's SEG and SR of the samples stored in Orthanc (%s)", out / "infer.log")
+    return code
+
+
 async def _relays(pairs: list[tuple[dict, dict]]) -> None:
     await asyncio.gather(*(_relay(listen, connect) for listen, connect in pairs))
 
@@ -126,6 +145,7 @@ def inside(work: Path, socket_path: Path, ohif: Path | None) -> int:
         started.append(orthanc)
         _wait(f"http://127.0.0.1:{ORTHANC_PORT}/system", 30, orthanc)
         logger.info("Orthanc up (loopback of the namespace); %d sample DICOM(s) stored", _upload_samples())
+        _segment_samples(work)
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "monai_app")]
         command += ["--studies", f"http://127.0.0.1:{ORTHANC_PORT}/dicom-web", "--host", "127.0.0.1"]

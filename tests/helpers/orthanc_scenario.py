@@ -162,6 +162,22 @@ def main(work: Path, shared: Path) -> int:
                 ref = meta[0]["00081115"]["Value"][0]["0008114A"]["Value"][0]["00081155"]["Value"][0]
                 segs.append({"study": study, "sop": sop, "references": ref})
         result["segs_on_server"] = segs
+        srs = []
+        for s in json.loads(_http("GET", "/dicom-web/series?Modality=SR")):
+            study, uid = s["0020000D"]["Value"][0], s["0020000E"]["Value"][0]
+            for inst in json.loads(_http("GET", f"/dicom-web/studies/{study}/series/{uid}/instances")):
+                sop = inst["00080018"]["Value"][0]
+                path = f"/dicom-web/studies/{study}/series/{uid}/instances/{sop}/metadata"
+                meta = json.loads(_http("GET", path))[0]
+                evidence = [
+                    item["00081155"]["Value"][0]
+                    for key in ("0040A375", "0040A385")  # current requested / pertinent other evidence
+                    for study_item in meta.get(key, {}).get("Value", [])
+                    for series_item in study_item["00081115"]["Value"]
+                    for item in series_item["00081199"]["Value"]
+                ]
+                srs.append({"study": study, "sop": sop, "evidence": evidence})
+        result["srs_on_server"] = srs
     (work / "result.json").write_text(json.dumps(result, indent=1))
     return 0
 

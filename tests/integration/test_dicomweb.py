@@ -2,7 +2,7 @@
 
 The scenario (``tests/helpers/orthanc_scenario.py``) runs under ``unshare --net``: Orthanc (DICOM port
 off) gets two CRs, a DX and a CT; ``fracseg infer --dicomweb URL --stow`` runs twice (the second run
-must find everything done); the test then checks outputs here and the SEG objects on the server.
+must find everything done); the test then checks outputs here and the SEG and SR objects on the server.
 """
 
 from __future__ import annotations
@@ -63,4 +63,10 @@ def test_dicomweb_qido_wado_stow_roundtrip_with_orthanc(tmp_path, shared_data) -
     on_server = result["segs_on_server"]
     assert result["seg_series_on_server"] == 3
     assert {s["references"] for s in on_server} == wanted
+    # each SEG went with the SR of its findings, which names the X-ray and that SEG
+    srs = result["srs_on_server"]
+    assert len(srs) == 3
+    seg_of = {s["references"]: s["sop"] for s in on_server}
+    assert {frozenset(s["evidence"]) for s in srs} == {frozenset({ref, seg_of[ref]}) for ref in wanted}
+    assert len(list(out.rglob("*_sr.dcm"))) == 3
     assert not list(out.rglob(f"{TEMP_PREFIX}*"))

@@ -1,5 +1,6 @@
 """``make pacs-demo`` (``scripts/pacs_demo.py``): Orthanc, the app and OHIF in a private network namespace,
-the app and OHIF brought out on 127.0.0.1; SIGTERM stops everything it started."""
+the app and OHIF brought out on 127.0.0.1, the sample CR's SEG and SR in Orthanc; SIGTERM stops everything
+it started."""
 
 from __future__ import annotations
 
@@ -74,6 +75,13 @@ def test_pacs_demo_serves_the_samples_from_orthanc_and_stops_everything(tmp_path
         assert "fracseg Orthanc" in requests.get(f"{ohif}/app-config.js", timeout=30).text
         studies = requests.get(f"{ohif}/dicom-web/studies", timeout=30).json()  # forwarded to Orthanc
         assert len(studies) == len(samples)
+        # the sample CR's study holds fracseg's SEG and the SR of its findings, for OHIF to show
+        log = (work / "infer" / "infer.log").read_text()
+        assert f"stored {len(samples)} of {len(samples)} DICOM SEG object(s) and their SRs" in log, log
+        for path in samples:
+            study = pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID
+            series = requests.get(f"{ohif}/dicom-web/studies/{study}/series", timeout=30).json()
+            assert sorted(s["00080060"]["Value"][0] for s in series) == ["CR", "SEG", "SR"]
         assert listing["dicomweb"] == {
             **listing["dicomweb"],
             "url": "http://127.0.0.1:8042/dicom-web",
