@@ -112,14 +112,31 @@ def _check_modality(path: str, ds: Dataset) -> str | None:
     return modality
 
 
+def valid_spacing(ds: Dataset, keyword: str) -> tuple[float, float] | None:
+    """``(row, column)`` spacing in mm from ``ds``'s ``keyword`` when it is two positive finite numbers,
+    else ``None`` (absent, zero, negative, one value, text that is no number: all seen in exported CRs).
+    Reads the raw value too, so a malformed element never raises."""
+    try:
+        value = ds.get(keyword)
+        if value is None:
+            return None
+        values = [value] if isinstance(value, str | bytes | float | int) else list(value)
+        if len(values) == 1 and isinstance(values[0], str | bytes):
+            text = values[0].decode("ascii", "replace") if isinstance(values[0], bytes) else values[0]
+            values = text.split("\\")
+        numbers = [float(v) for v in values]
+    except Exception:  # an undecodable value is no spacing
+        return None
+    if len(numbers) != 2 or not all(np.isfinite(v) and v > 0 for v in numbers):
+        return None
+    return numbers[0], numbers[1]
+
+
 def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(keyword)
-        if value is not None and len(value) == 2:
-            try:
-                return float(value[0]), float(value[1])
-            except (TypeError, ValueError):
-                continue
+        spacing = valid_spacing(ds, keyword)
+        if spacing is not None:
+            return spacing
     return None
 
 

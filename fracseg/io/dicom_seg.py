@@ -24,6 +24,7 @@ from pydicom.multival import MultiValue
 from fracseg import __version__
 from fracseg.errors import ImageReadError
 from fracseg.io.atomic import atomic_path
+from fracseg.io.dicom import valid_spacing
 
 #: SNOMED CT codes for the single segment (also what MONAI Label's label "fracture" maps to).
 CATEGORY = ("49755003", "SCT", "Morphologically Abnormal Structure")
@@ -130,26 +131,6 @@ def _source_for_seg(source: Dataset, path: str) -> Dataset:
 #: patient, corrected for magnification where the modality does so), else ``ImagerPixelSpacing`` (at the
 #: detector's front plane).
 SPACING_KEYWORDS = ("PixelSpacing", "ImagerPixelSpacing")
-
-
-def valid_spacing(ds: Dataset, keyword: str) -> tuple[float, float] | None:
-    """``(row, column)`` spacing in mm from ``ds``'s ``keyword`` when it is two positive finite numbers,
-    else ``None`` (absent, zero, negative, one value, text that is no number: all seen in exported CRs).
-    Reads the raw value too, so a malformed element never raises."""
-    try:
-        value = ds.get(keyword)
-        if value is None:
-            return None
-        values = [value] if isinstance(value, str | bytes | float | int) else list(value)
-        if len(values) == 1 and isinstance(values[0], str | bytes):
-            text = values[0].decode("ascii", "replace") if isinstance(values[0], bytes) else values[0]
-            values = text.split("\\")
-        numbers = [float(v) for v in values]
-    except Exception:  # an undecodable value is no spacing
-        return None
-    if len(numbers) != 2 or not all(np.isfinite(v) and v > 0 for v in numbers):
-        return None
-    return numbers[0], numbers[1]
 
 
 def seg_spacing(ds: Dataset) -> tuple[str, tuple[float, float]] | None:
