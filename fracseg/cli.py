@@ -76,23 +76,30 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _predictor(args: argparse.Namespace) -> Predictor:
+def _predictor_kwargs(args: argparse.Namespace) -> dict:
+    """The :class:`~fracseg.inference.Predictor` arguments of the model options (also what each Ray
+    worker builds its own predictor from)."""
     from pathlib import Path
 
-    from fracseg.inference import DEFAULT_BUNDLE, Predictor
+    from fracseg.inference import DEFAULT_BUNDLE
 
     bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
-    weights = args.weights or bundle / "models" / "model.pt"
-    return Predictor(
-        weights=weights,
-        device=args.device,
-        threshold=args.threshold,
-        bundle=bundle,
-        precision=args.precision,
-        mirror=args.mirror,
-        image_head=_image_head_argument(args.image_head),
-        head_views=args.head_views,
-    )
+    return {
+        "weights": args.weights or bundle / "models" / "model.pt",
+        "device": args.device,
+        "threshold": args.threshold,
+        "bundle": bundle,
+        "precision": args.precision,
+        "mirror": args.mirror,
+        "image_head": _image_head_argument(args.image_head),
+        "head_views": args.head_views,
+    }
+
+
+def _predictor(args: argparse.Namespace) -> Predictor:
+    from fracseg.inference import Predictor
+
+    return Predictor(**_predictor_kwargs(args))
 
 
 def _image_head_argument(value: str | None) -> bool | str:
@@ -155,10 +162,22 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                 f"DICOMweb {args.dicomweb}: {len(remote)} instance(s) of modality {'/'.join(args.modality)}"
             )
         predictor = _predictor(args)
+        ray_options = None
+        if args.ray is not None:
+            from fracseg.inference.ray_batch import RayOptions
+
+            ray_options = RayOptions(
+                address=args.ray or None,
+                workers=args.workers,
+                cpus_per_worker=args.cpus_per_worker,
+                predictor_kwargs=_predictor_kwargs(args),
+            )
         # Measured (scripts/bench_infer.py): on 2 CPU cores batch 1 in one process is fastest, since
         # decoding workers compete with the network for the cores; a GPU wants batches and parallel decoding.
         on_cpu = predictor.device.type == "cpu"
         workers = args.workers if args.workers is not None else (0 if on_cpu else min(4, os.cpu_count() or 1))
+        if ray_options is not None:
+            workers = 0  # --workers counts Ray workers here
         failed = run_batch(
             args.inputs,
             args.output,
@@ -169,6 +188,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             dicom_seg=args.dicom_seg or args.stow,
             files=remote,
+            ray=ray_options,
         )
         if args.stow and client is not None:
             fetched = {item.path for item in remote}
@@ -321,7 +341,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help="decoding worker processes (0: in the main process; default: 0 on CPU, 4 on GPU)",
+        help="decoding worker processes (0: in the main process; default: 0 on CPU, 4 on GPU); with --ray: "
+        "Ray workers (default: one per --cpus-per-worker CPUs of the cluster, one per GPU with --device "
+        "cuda)",
+    )
+    infer.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="spread the images over Ray workers, each loading the model once: a cluster's address "
+        "(ray start --head prints it; 'auto' finds one on this machine), or none for a private Ray on "
+        "this machine (loopback only, stopped at the end)",
+    )
+    infer.add_argument(
+        "--cpus-per-worker",
+        type=int,
+        default=1,
+        help="with --ray: CPUs reserved by each Ray worker, and its torch threads (default: 1)",
     )
     infer.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
     infer.add_argument(

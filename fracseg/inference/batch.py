@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -50,6 +50,9 @@ from fracseg.io import (
 )
 from fracseg.io.dicom_seg import write_dicom_seg
 from fracseg.io.dicom_sr import ModelInfo, sr_path_for, write_dicom_sr
+
+if TYPE_CHECKING:
+    from fracseg.inference.ray_batch import RayOptions
 
 logger = logging.getLogger(__name__)
 
@@ -121,20 +124,46 @@ class _PrepareDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        start = time.perf_counter()
-        item = self.files[index]
-        identity = input_identity(item.path)  # before reading: a later change makes the record stale
-        try:
-            prepared, error = self.prepare(item.path), ""
-        except Exception as exc:  # whatever a reader raises costs this image only
-            prepared, error = None, error_message(item, exc)
-        return {
-            "file": item,
-            "identity": identity,
-            "prepared": prepared,
-            "error": error,
-            "seconds": time.perf_counter() - start,
-        }
+        return load_input(self.files[index], self.prepare)
+
+
+def load_input(item: InputFile, prepare: Any) -> dict[str, Any]:
+    """Read and pre-process one input with ``prepare`` (:meth:`Predictor.prepare`); a bad file becomes an
+    ``error`` message instead of an exception."""
+    start = time.perf_counter()
+    identity = input_identity(item.path)  # before reading: a later change makes the record stale
+    try:
+        prepared, error = prepare(item.path), ""
+    except Exception as exc:  # whatever a reader raises costs this image only
+        prepared, error = None, error_message(item, exc)
+    return {
+        "file": item,
+        "identity": identity,
+        "prepared": prepared,
+        "error": error,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def predict_and_write(
+    predictor: Predictor, output: Path, item: InputFile, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """One input start to finish, as :func:`run_batch` does it with batch size 1: read, predict, write every
+    output and the resume record; returns the ``predictions.csv`` row (an ``error`` row for a bad file,
+    whose outputs are removed). What a Ray worker runs (:mod:`fracseg.inference.ray_batch`)."""
+    loaded = load_input(item, predictor.prepare)
+    if loaded["error"]:
+        _discard_outputs(output, item)
+        return _error_row(item, loaded["error"], loaded["seconds"])
+    start = time.perf_counter()
+    image = loaded["prepared"]["image"].as_tensor()
+    probability = predictor.infer(image[None], [tuple(loaded["prepared"]["original"].shape[-2:])])[0]
+    try:
+        return _finish_and_write(
+            predictor, output, loaded, probability, time.perf_counter() - start, settings
+        )
+    except Exception as exc:  # finishing or writing one image must never stop the batch
+        return _error_row(item, error_message(item, exc), 0.0)
 
 
 def error_message(item: InputFile, exc: BaseException) -> str:
@@ -253,6 +282,7 @@ def run_batch(
     overwrite: bool = False,
     dicom_seg: bool = False,
     files: Sequence[InputFile] | None = None,
+    ray: RayOptions | None = None,
 ) -> int:
     """Predict every input; return the number of failed files.
 
@@ -262,7 +292,9 @@ def run_batch(
     ``overwrite``; ``predictions.csv`` is rebuilt from the per-image records, so a run killed at any point
     resumes where it stopped. With ``dicom_seg``, every DICOM input also gets ``<stem>_seg.dcm``
     (:mod:`fracseg.io.dicom_seg`). ``files`` (already collected inputs, e.g. from DICOMweb) is processed
-    in addition to ``inputs``.
+    in addition to ``inputs``. With ``ray``, the images are spread over a pool of Ray workers
+    (:func:`fracseg.inference.ray_batch.predict_on_ray`) instead of this process: same planning, outputs,
+    records and ``predictions.csv``.
 
     Raises:
         FracsegError: unusable output folder, or another run holds it.
@@ -281,6 +313,7 @@ def run_batch(
             num_workers=num_workers,
             overwrite=overwrite,
             dicom_seg=dicom_seg,
+            ray=ray,
         )
 
 
@@ -294,6 +327,7 @@ def _run_locked(
     num_workers: int,
     overwrite: bool,
     dicom_seg: bool,
+    ray: RayOptions | None = None,
 ) -> int:
     settings = {**predictor.settings(), "dicom_seg": dicom_seg}
     rows: dict[InputFile, dict[str, Any]] = {}
@@ -312,6 +346,29 @@ def _run_locked(
             len(files),
             output,
         )
+    if ray is not None:
+        from fracseg.inference.ray_batch import predict_on_ray
+
+        rows.update(predict_on_ray(todo, output, settings, ray, quiet=quiet))
+    else:
+        _predict_here(todo, output, predictor, rows, settings, quiet, batch_size, num_workers)
+    ordered = [rows[item] for item in files]
+    failed = sum(1 for r in ordered if r["error"])
+    write_predictions(output, ordered, {"skipped_already_done": len(files) - len(todo), **settings})
+    return failed
+
+
+def _predict_here(
+    todo: list[InputFile],
+    output: Path,
+    predictor: Predictor,
+    rows: dict[InputFile, dict[str, Any]],
+    settings: dict[str, Any],
+    quiet: bool,
+    batch_size: int,
+    num_workers: int,
+) -> None:
+    """In this process: decoding in DataLoader workers, batched network calls, writing in a thread."""
     loader = DataLoader(
         _PrepareDataset(todo, predictor),
         batch_size=max(1, batch_size),
@@ -348,10 +405,6 @@ def _run_locked(
                 logger.error("%s", message)
                 rows[item] = _error_row(item, message, 0.0)
     bar.close()
-    ordered = [rows[item] for item in files]
-    failed = sum(1 for r in ordered if r["error"])
-    write_predictions(output, ordered, {"skipped_already_done": len(files) - len(todo), **settings})
-    return failed
 
 
 def write_predictions(output: Path, rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> None:

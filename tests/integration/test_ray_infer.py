@@ -1,0 +1,187 @@
+"""``fracseg infer --ray``: a local 2-worker Ray gives the single-process answers, and loses nothing when a
+worker is killed mid-run.
+
+The generated folder holds 40 FracAtlas images re-encoded at other sizes and formats (PNG and JPEG, two
+sub-folders) plus one corrupt file; it runs with ``--no-head-views --no-mirror`` (one network pass per
+image) to keep the suite fast, while the sample folder (JPEG and DICOM) runs with the shipped settings.
+Ray is the private local instance ``--ray`` starts: loopback only, checked while it runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fracseg.inference.records import RECORDS_DIR
+from fracseg.io.atomic import is_temporary
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "data" / "samples"
+FAST = ["--no-head-views", "--no-mirror"]
+#: What may differ between two runs of the same image: the time it took.
+VOLATILE = {"seconds"}
+
+
+def _infer(inputs: list[Path], output: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "fracseg", "infer", *map(str, inputs), "-o", str(output), "--quiet", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
+
+
+def _rows(output: Path) -> dict[str, dict[str, str]]:
+    with (output / "predictions.csv").open(newline="") as f:
+        return {r["image"]: {k: v for k, v in r.items() if k not in VOLATILE} for r in csv.DictReader(f)}
+
+
+def _assert_same_outputs(a: Path, b: Path) -> None:
+    rows_a, rows_b = _rows(a), _rows(b)
+    assert rows_a == rows_b
+    for row in rows_a.values():
+        if row["error"]:
+            continue
+        for suffix in ("_mask.png", "_overlay.png"):
+            name = row["mask"].removesuffix("_mask.png") + suffix
+            assert np.array_equal(np.asarray(Image.open(a / name)), np.asarray(Image.open(b / name))), name
+
+
+def _temporaries(output: Path) -> list[Path]:
+    return [p for p in output.rglob("*") if is_temporary(p.name)]
+
+
+@pytest.fixture(scope="module")
+def generated(shared_data, tmp_path_factory) -> Path:
+    """40 re-encoded FracAtlas images in two sub-folders, and one truncated file."""
+    root = tmp_path_factory.mktemp("generated")
+    rng = np.random.default_rng(7)
+    sources = sorted((shared_data / "fracatlas" / "images" / "Fractured").glob("*.jpg"))[:20]
+    sources += sorted((shared_data / "fracatlas" / "images" / "Non_fractured").glob("*.jpg"))[:20]
+    for i, src in enumerate(sources):
+        image = Image.open(src).convert("L")
+        scale = float(rng.uniform(0.6, 1.2))
+        image = image.resize((max(32, int(image.width * scale)), max(32, int(image.height * scale))))
+        folder = root / ("png" if i % 2 else "jpeg")
+        folder.mkdir(exist_ok=True)
+        image.save(folder / f"{src.stem}.{'png' if i % 2 else 'jpg'}")
+    good = (root / "jpeg" / f"{sources[0].stem}.jpg").read_bytes()
+    (root / "jpeg" / "corrupt.jpg").write_bytes(good[: len(good) // 3])
+    return root
+
+
+@pytest.fixture(scope="module")
+def single_process(generated, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("single")
+    proc = _infer([generated], out, *FAST)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the corrupt file, and only it
+    return out
+
+
+def _ray_processes() -> dict[int, str]:
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if cmdline.startswith(("ray::", "raylet", "gcs_server")) or "/ray/core/src/ray/" in cmdline:
+                found[int(proc.name)] = cmdline
+    return found
+
+
+def _listening_addresses(pids: set[int]) -> list[str]:
+    """Local addresses of the TCP sockets that ``pids`` listen on (``ss -ltnp``)."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[3] for line in out.splitlines() if any(f"pid={pid}," in line for pid in pids)]
+
+
+def test_ray_gives_the_single_process_answers(generated, single_process, tmp_path) -> None:
+    # The shipped settings (head views, mirror, fp32 re-check) on JPEG and DICOM samples.
+    plain, ray = tmp_path / "plain", tmp_path / "ray"
+    assert _infer([SAMPLES], plain).returncode == 0
+    proc = _infer([SAMPLES], ray, "--ray", "--workers", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Ray: 2 worker(s)" in proc.stderr
+    _assert_same_outputs(plain, ray)
+    assert len(_rows(ray)) == 5
+
+    # 41 generated inputs, one of them corrupt: the same rows, masks and overlays, and the same error.
+    ray40 = tmp_path / "ray40"
+    proc = _infer([generated], ray40, *FAST, "--ray", "--workers", "2")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    _assert_same_outputs(single_process, ray40)
+    rows = _rows(ray40)
+    assert len(rows) == 41
+    assert [r["image"] for r in rows.values() if r["error"]] == [str(generated / "jpeg" / "corrupt.jpg")]
+    summary = json.loads((ray40 / "summary.json").read_text())
+    assert summary["images"] == 41 and summary["failed"] == 1
+    assert _temporaries(ray40) == []
+
+
+def test_killed_worker_loses_nothing_and_resume_completes_the_rest(
+    generated, single_process, tmp_path
+) -> None:
+    out = tmp_path / "ray"
+    before = set(_ray_processes())
+    cmd = [sys.executable, "-m", "fracseg", "infer", str(generated), "-o", str(out), "--quiet", *FAST]
+    run = subprocess.Popen(
+        [*cmd, "--ray", "--workers", "2"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    killed = None
+    addresses: list[str] = []
+    deadline = time.monotonic() + 600
+    try:
+        while run.poll() is None and time.monotonic() < deadline:
+            workers = {p: c for p, c in _ray_processes().items() if p not in before}
+            records = list((out / RECORDS_DIR).rglob("*.json")) if (out / RECORDS_DIR).exists() else []
+            if killed is None and len(records) >= 3:
+                addresses = _listening_addresses(set(workers))
+                killed = next(p for p, c in workers.items() if c.startswith("ray::InferenceWorker"))
+                os.kill(killed, signal.SIGKILL)
+            time.sleep(0.05)
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert killed is not None, "the run ended before a worker could be killed"
+    assert run.returncode == 1, stderr[-3000:]  # the corrupt file
+    assert "Ray worker died" in stderr
+    # Ray's own servers listened on loopback only.
+    assert addresses and all(a.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")) for a in addresses), (
+        addresses
+    )
+
+    # Every image answered once, as in one process; nothing half-written is left behind.
+    _assert_same_outputs(single_process, out)
+    assert _temporaries(out) == []
+    assert len(list((out / RECORDS_DIR).rglob("*.json"))) == 40
+    assert len(list(out.rglob("*_mask.png"))) == 40
+
+    # Resume: lose three images' results; the rerun redoes those three only.
+    lost = sorted((out / RECORDS_DIR).rglob("*.json"))[:3]
+    for record in lost:
+        record.unlink()
+    kept = {p: p.stat().st_mtime_ns for p in (out / RECORDS_DIR).rglob("*.json")}
+    rerun = subprocess.run(
+        [*cmd, "--ray", "--workers", "2"], capture_output=True, text=True, timeout=600, cwd=REPO
+    )
+    assert rerun.returncode == 1, rerun.stderr[-3000:]
+    assert "37 of 41 inputs already done" in rerun.stderr
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
+    assert all(p.exists() for p in lost)
+    _assert_same_outputs(single_process, out)
+    for _ in range(100):  # the private Ray stops with the run (its processes take a moment to exit)
+        if not {p for p in _ray_processes() if p not in before}:
+            break
+        time.sleep(0.1)
+    assert not {p for p in _ray_processes() if p not in before}
