@@ -14,7 +14,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_RESUME_RETRIES := 20
 export PIP_RETRIES := 10
 
-.PHONY: venv demo serve pacs-demo ohif test lint format clean system-tools
+.PHONY: venv demo serve pacs-demo ohif test test-fast lint format clean system-tools
 
 # Debian tools the tests drive (command or file:package): dciodvfy validates DICOM SEG output; Orthanc
 # with its DICOMweb plugin is the DICOMweb server of the QIDO/WADO/STOW test (run in a network namespace);
@@ -86,7 +86,13 @@ system-tools:
 test: $(STAMP) system-tools ohif
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+
+## The unit tier only (no shipped-model runs, servers, browser or Orthanc): a few minutes.
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration"
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

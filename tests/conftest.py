@@ -20,3 +20,17 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.fail(f"shared data folder not found at {root} (expected ../shared/data beside the repository)")
     return root
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under ``tests/integration`` must carry the ``integration`` mark, so that ``make test-fast``
+    (``-m "not integration"``) is the unit tier: an unmarked one fails collection instead of slowing it."""
+    unmarked = sorted(
+        {
+            item.nodeid.split("::")[0]
+            for item in items
+            if "integration" in Path(str(item.path)).parts and item.get_closest_marker("integration") is None
+        }
+    )
+    if unmarked:
+        raise pytest.UsageError(f"integration tests without pytest.mark.integration: {', '.join(unmarked)}")

@@ -30,6 +30,8 @@ from fracseg.inference import Predictor
 from fracseg.io import read_xray
 from tests.helpers.monailabel_server import Server, running_server
 
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "data" / "samples"
 JPEG_ID = "IMG0000288"

@@ -21,7 +21,7 @@ from PIL import Image
 
 from fracseg.io import TEMP_PREFIX
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.orthanc]
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = REPO / "tests" / "helpers" / "orthanc_scenario.py"
 

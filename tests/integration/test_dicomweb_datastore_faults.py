@@ -18,6 +18,8 @@ import pytest
 
 from tests.helpers.monailabel_server import REPO, free_port
 
+pytestmark = pytest.mark.integration
+
 APP = REPO / "monai_app"
 TIMEOUT = (1.0, 1.0)
 

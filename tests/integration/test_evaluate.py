@@ -16,6 +16,8 @@ from fracseg.evaluation.metrics import pixel_metrics
 from fracseg.inference import Predictor
 from tests.helpers.fracatlas_layout import make_layout
 
+pytestmark = pytest.mark.integration
+
 
 def _rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as fh:

@@ -20,6 +20,8 @@ import torch
 
 from fracseg.inference import Predictor
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 SCRIPT = REPO / "scripts" / "gpu_release.py"

@@ -18,6 +18,8 @@ from PIL import Image
 from fracseg.transforms import letterbox_transforms
 from tests.helpers.monailabel_server import REPO
 
+pytestmark = pytest.mark.integration
+
 APP = REPO / "monai_app"
 
 

@@ -24,7 +24,7 @@ from fracseg.inference.predictor import Predictor
 from fracseg.io import read_xray
 from tests.helpers.dciodvfy import dciodvfy_errors
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.orthanc]
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = REPO / "tests" / "helpers" / "orthanc_app_scenario.py"
 

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.orthanc]
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = REPO / "tests" / "helpers" / "ohif_scenario.py"
 OHIF_DIST = Path(os.environ.get("OHIF_DIST", REPO / "outputs" / "ohif" / "3.12.0" / "dist"))

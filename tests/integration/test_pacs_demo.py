@@ -20,7 +20,7 @@ from tests.helpers.monailabel_server import REPO, free_port
 
 OHIF_DIST = Path(os.environ.get("OHIF_DIST", REPO / "outputs" / "ohif" / "3.12.0" / "dist"))
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.orthanc]
 
 
 def _processes_mentioning(text: str) -> list[str]:

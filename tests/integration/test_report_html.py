@@ -13,7 +13,7 @@ import pytest
 
 from fracseg.cli import main
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 
 def test_report_html_renders_headings_tables_and_figures(tmp_path: Path, shared_data: Path) -> None:

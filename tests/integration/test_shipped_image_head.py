@@ -15,6 +15,8 @@ from fracseg.inference.decision import fracture_score
 from fracseg.io import file_sha256
 from fracseg.networks.image_head import load_image_head
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "data" / "samples"
 SHIPPED_HEAD = DEFAULT_BUNDLE / "models" / "image_head.pt"
