@@ -94,6 +94,9 @@ def start_ray(address: str | None) -> bool:
     """Join the cluster at ``address``, or start a private local Ray; returns whether this call started or
     joined it (and so should shut it down). Usage statistics are off: nothing leaves the machine."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address is not None and "RAY_AUTH_MODE" not in os.environ and _auth_token_available():
+        # A cluster from `ray start` (Ray >= 2.52) requires its token; a client sends it only in token mode.
+        os.environ["RAY_AUTH_MODE"] = "token"
     if address is None:
         # Ray's single-machine mode: every Ray process listens on 127.0.0.1 only, not the host's
         # address (the variable is Ray's switch for that mode; it must be set before ray is imported).
@@ -111,6 +114,14 @@ def start_ray(address: str | None) -> bool:
         where = address or "a new local instance"
         raise FracsegError(f"cannot start or reach Ray at {where}: {exc}") from exc
     return True
+
+
+def _auth_token_available() -> bool:
+    """Whether this machine holds a Ray cluster token (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
+    ``~/.ray/auth_token``, where ``ray start`` leaves it)."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return True
+    return (Path.home() / ".ray" / "auth_token").is_file()
 
 
 def _pool_size(options: RayOptions, gpu: bool) -> int:

@@ -185,3 +185,28 @@ def test_killed_worker_loses_nothing_and_resume_completes_the_rest(
             break
         time.sleep(0.1)
     assert not {p for p in _ray_processes() if p not in before}
+
+
+def test_ray_cluster_by_address(generated, single_process, tmp_path) -> None:
+    """``ray start --head`` (in a private network namespace: loopback only), then ``--ray ADDRESS``: the run
+    joins that cluster instead of starting its own, with the single-process answers; ``ray stop`` after."""
+    ray_cli = Path(sys.executable).parent / "ray"
+    out = tmp_path / "cluster"
+    infer = [sys.executable, "-m", "fracseg", "infer", str(generated), "-o", str(out), "--quiet", *FAST]
+    script = " && ".join(
+        [
+            "ip link set lo up",
+            f"{ray_cli} start --head --port 6379 --num-cpus 2 --include-dashboard false "
+            "--disable-usage-stats",
+            f"({' '.join(infer)} --ray 127.0.0.1:6379 --workers 2; echo infer-exit=$? >&2)",
+            f"{ray_cli} stop --force",
+        ]
+    )
+    proc = subprocess.run(
+        ["unshare", "--net", "sh", "-c", script], capture_output=True, text=True, timeout=600, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "infer-exit=1" in proc.stderr, proc.stderr[-3000:]  # the corrupt file
+    assert "Ray: 2 worker(s)" in proc.stderr
+    assert "Started a local Ray instance" not in proc.stderr  # it joined the running cluster
+    _assert_same_outputs(single_process, out)
