@@ -148,6 +148,10 @@ def main(work: Path, shared: Path) -> int:
             "stdout": second.stdout,
             "stderr": second.stderr[-3000:],
         }
+        # The same query through Ray workers, SEGs written but not sent: the test compares the answers.
+        ray_cmd = [*cmd[:6], "-o", str(work / "out_ray"), "--quiet", "--dicom-seg", "--ray", "--workers", "2"]
+        ray = subprocess.run(ray_cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+        result["ray"] = {"code": ray.returncode, "stdout": ray.stdout, "stderr": ray.stderr[-3000:]}
         series = json.loads(_http("GET", "/dicom-web/series?Modality=SEG"))
         result["seg_series_on_server"] = len(series)
         segs = []

@@ -70,3 +70,22 @@ def test_dicomweb_qido_wado_stow_roundtrip_with_orthanc(tmp_path, shared_data) -
     assert {frozenset(s["evidence"]) for s in srs} == {frozenset({ref, seg_of[ref]}) for ref in wanted}
     assert len(list(out.rglob("*_sr.dcm"))) == 3
     assert not list(out.rglob(f"{TEMP_PREFIX}*"))
+
+    # --dicomweb --ray: the same instances through two Ray workers give the same rows, masks and SEG pixels.
+    ray = result["ray"]
+    assert ray["code"] == 0 and "Ray: 2 worker(s)" in ray["stderr"], ray["stderr"]
+    ray_out = tmp_path / "out_ray"
+
+    def answers(folder: Path) -> list[tuple]:
+        rows = csv.DictReader((folder / "predictions.csv").open())
+        keys = ("fracture_score", "fracture_present", "mask_pixels", "regions", "error", "mask")
+        return sorted(tuple(r[k] for k in keys) for r in rows)
+
+    assert answers(ray_out) == answers(out)
+    for mask_path in masks:
+        twin = ray_out / mask_path.relative_to(out)
+        np.testing.assert_array_equal(np.asarray(Image.open(twin)), np.asarray(Image.open(mask_path)))
+        seg = twin.with_name(twin.name.replace("_mask.png", "_seg.dcm"))
+        np.testing.assert_array_equal(
+            pydicom.dcmread(seg).pixel_array.astype(bool), np.asarray(Image.open(mask_path)) > 0
+        )
