@@ -197,6 +197,8 @@ def _dispatch(
     try:
         described = ray.get([a.describe.remote() for a in actors])
     except RayActorError as exc:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
         raise FracsegError(f"Ray workers could not load the model: {exc}") from exc
     ready = time.perf_counter()
     logger.info(
