@@ -27,9 +27,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fracseg.inference.predictor import bundle_settings  # noqa: E402
+from fracseg.inference.bundle import inference_config  # noqa: E402
 from fracseg.io import atomic_path  # noqa: E402
-from fracseg.networks import build_generator, load_generator_state  # noqa: E402
+from fracseg.networks import load_generator_state  # noqa: E402
 
 
 def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -56,10 +56,7 @@ def main() -> int:
     parser.add_argument("--fp16", action="store_true", help="store half precision (half the size)")
     args = parser.parse_args()
     state = average_states([load_generator_state(source) for source in args.source])
-    settings = bundle_settings(args.bundle)
-    network = build_generator(
-        channels=settings["channels"], strides=settings["strides"], num_res_units=settings["num_res_units"]
-    )
+    network = inference_config(args.bundle).get_parsed_content("network_def")
     network.load_state_dict(state)  # fails loudly when inference.json describes another network
     out = {k: (v.half() if args.fp16 and v.is_floating_point() else v).contiguous() for k, v in state.items()}
     with atomic_path(args.target) as tmp:

@@ -19,7 +19,10 @@ One rule, used by ``fracseg infer``, ``fracseg evaluate`` and the bundle's infer
    drawn. A "yes" from the top-pixel score still needs a region of its own: there the region is the
    evidence.
 
-The settings live in ``bundle/configs/inference.json``; the thresholds and sizes are chosen on the
+The settings live in ``bundle/configs/inference.json``, whose ``decision_rule`` builds the one
+:class:`DecisionRule` that the bundle's post-processing
+(:class:`fracseg.inference.transforms.FractureDecisiond`), ``fracseg infer``/``evaluate`` and the MONAI
+Label app apply; the thresholds and sizes are chosen on the
 validation split by ``fracseg evaluate --calibrate`` (never on test), ``head_decides`` is a choice of
 rule (the calibration keeps it). ``guided_threshold`` is the pixel threshold of a click-guided
 prediction (:meth:`DecisionRule.guided`), chosen on the same split by ``studies/click_study.py``.
@@ -27,7 +30,7 @@ prediction (:meth:`DecisionRule.guided`), chosen on the same split by ``studies/
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -52,21 +55,21 @@ class DecisionRule:
     #: The head's "yes" needs no region (step 5 of the module docstring).
     head_decides: bool = False
 
+    def __post_init__(self) -> None:
+        # config values arrive as JSON numbers (``1`` for ``1.0``) or CLI strings: store one type each
+        for name, cast in (("threshold", float), ("score_threshold", float), ("score_top_pixels", int)):
+            object.__setattr__(self, name, cast(getattr(self, name)))
+        object.__setattr__(self, "min_region_pixels", int(self.min_region_pixels))
+        object.__setattr__(self, "guided_threshold", _optional_float(self.guided_threshold))
+        object.__setattr__(self, "image_head_threshold", _optional_float(self.image_head_threshold))
+        object.__setattr__(self, "head_decides", bool(self.head_decides))
+
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DecisionRule:
-        """Read the rule from an ``inference.json``-style mapping (missing keys keep the defaults)."""
-        defaults = cls()
-        return cls(
-            threshold=float(config.get("threshold", defaults.threshold)),
-            score_threshold=float(config.get("score_threshold", defaults.score_threshold)),
-            score_top_pixels=int(config.get("score_top_pixels", defaults.score_top_pixels)),
-            min_region_pixels=int(config.get("min_region_pixels", defaults.min_region_pixels)),
-            guided_threshold=_optional_float(config.get("guided_threshold", defaults.guided_threshold)),
-            image_head_threshold=_optional_float(
-                config.get("image_head_threshold", defaults.image_head_threshold)
-            ),
-            head_decides=bool(config.get("head_decides", defaults.head_decides)),
-        )
+        """The rule from a mapping of its settings (an ``inference.json``'s top-level keys; other keys are
+        ignored, missing ones keep the defaults)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in config.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

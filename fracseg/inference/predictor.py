@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -15,17 +14,17 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd
 
 from fracseg.errors import find_fracseg_error
+from fracseg.inference.bundle import DEFAULT_BUNDLE, inference_config
 from fracseg.inference.decision import Decision, DecisionRule, decide, image_score_of
-from fracseg.inference.inferer import GuidedInferer, parse_views
+from fracseg.inference.inferer import GuidedInferer
 from fracseg.io import file_sha256
-from fracseg.networks import build_generator, load_generator_state
+from fracseg.networks import load_generator_state
 from fracseg.precision import Precision, resolve_precision
-from fracseg.transforms import DEFAULT_SPATIAL_SIZE, letterbox_transforms, loading_transforms
+from fracseg.transforms import loading_transforms
 
 logger = logging.getLogger(__name__)
 
 #: Where the shipped generator weights live, relative to the repository root.
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "bundle"
 DEFAULT_WEIGHTS = DEFAULT_BUNDLE / "models" / "model.pt"
 
 
@@ -63,30 +62,28 @@ class Prediction:
         return self.decision.fracture_present
 
 
-def bundle_settings(bundle: str | os.PathLike[str] = DEFAULT_BUNDLE) -> dict[str, Any]:
-    """The generator definition, letterbox size and decision rule of ``<bundle>/configs/inference.json``.
+def split_preprocessing(preprocessing: Compose) -> tuple[Compose, Compose]:
+    """The bundle's ``preprocessing`` as ``(load, letterbox)``: loading and normalisation at the displayed
+    size (:func:`fracseg.transforms.loading_transforms`), then the rest (the invertible letterbox).
 
-    The bundle is the single definition of the shipped model: the CLI reads the same ``network_def``
-    hyper-parameters that ``python -m monai.bundle run --config_file .../inference.json`` instantiates.
+    Raises:
+        ValueError: ``preprocessing`` does not start with the loading transforms.
     """
-    config = json.loads((Path(bundle) / "configs" / "inference.json").read_text(encoding="utf-8"))
-    return {
-        "channels": config.get("generator_channels", [32, 64, 128, 256, 512]),
-        "strides": config.get("generator_strides", [2, 2, 2, 2]),
-        "num_res_units": config.get("generator_res_units", 2),
-        "spatial_size": int(config.get("spatial_size", DEFAULT_SPATIAL_SIZE)),
-        "rule": DecisionRule.from_config(config),
-        "precision": str(config.get("precision", "auto")),
-        "mirror": bool(config.get("mirror", False)),
-        "fp32_margin": float(config.get("fp32_margin", 0.0)),
-        "image_head": Path(bundle) / config["image_head"] if config.get("image_head") else None,
-        "head_views": parse_views(config.get("head_views", [])),
-        "fp32_own_view": bool(config.get("fp32_own_view", False)),
-    }
+    transforms = list(preprocessing.transforms)
+    loading = [type(t) for t in loading_transforms()]
+    if [type(t) for t in transforms[: len(loading)]] != loading:
+        names = [t.__name__ for t in loading]
+        raise ValueError(f"inference.json preprocessing must start with {names}, got {transforms}")
+    return Compose(transforms[: len(loading)]), Compose(transforms[len(loading) :])
 
 
 class Predictor:
     """Load the generator once, then predict files one at a time.
+
+    Network (``network_def``), pre-processing (``preprocessing``), inferer (``inferer``) and decision rule
+    (``decision_rule``) are the bundle's ``configs/inference.json`` components, built by MONAI's
+    ``ConfigParser`` (:func:`fracseg.inference.bundle.inference_config`); the arguments below are
+    overrides of that config's ids (:meth:`config_overrides`), ``None`` keeping the bundle's value.
 
     Args:
         weights: checkpoint with the generator state dict under key ``model`` (or a bare state dict);
@@ -126,24 +123,28 @@ class Predictor:
         image_head: bool | str | os.PathLike[str] = True,
         head_views: bool | None = None,
     ) -> None:
-        settings = bundle_settings(bundle)
-        self.mirror = settings["mirror"] if mirror is None else bool(mirror)
-        self.device = torch.device(device)
-        self.precision: Precision = resolve_precision(precision or settings["precision"], self.device)
-        self.rule: DecisionRule = rule or settings["rule"]
-        if threshold is not None and rule is None:
-            self.rule = DecisionRule(**{**self.rule.to_dict(), "threshold": float(threshold)})
-        spatial_size = settings["spatial_size"] if spatial_size is None else spatial_size
-        torch.manual_seed(0)
-        self.network = network or build_generator(
-            channels=settings["channels"],
-            strides=settings["strides"],
-            num_res_units=settings["num_res_units"],
+        weights_exist = weights is not None and Path(weights).exists()
+        overrides = self.config_overrides(
+            weights if weights_exist else None,
+            spatial_size,
+            threshold,
+            rule,
+            precision,
+            mirror,
+            image_head,
+            head_views,
         )
+        #: the bundle's inference config with this predictor's overrides: every part below is built from it
+        self.config = inference_config(bundle, overrides)
+        self.device = torch.device(device)
+        self.rule: DecisionRule = self.config.get_parsed_content("decision_rule")
+        self.spatial_size = int(self.config.get_parsed_content("spatial_size"))
+        torch.manual_seed(0)
+        self.network = network or self.config.get_parsed_content("network_def")
         self.trained = False
-        self.spatial_size = spatial_size
         self.weights_sha256 = "untrained"
-        if weights is not None and Path(weights).exists():
+        if weights_exist:
+            assert weights is not None
             self.weights_sha256 = file_sha256(weights)
             self.network.load_state_dict(load_generator_state(weights))
             self.trained = True
@@ -153,33 +154,52 @@ class Predictor:
                 "no trained weights at %s: using an UNTRAINED generator (seed 0); masks are not meaningful",
                 weights,
             )
+        # the bundle's inferer: guidance channels, precision, mirroring, head views and the fp32 re-check
+        self.inferer: GuidedInferer = self.config.get_parsed_content("inferer")
+        self.mirror = self.inferer.mirror
+        self.precision: Precision = resolve_precision(self.inferer.precision, self.device)
         self.network.to(self.device).eval()
         self.precision.prepare_module(self.network)
-        # the bundle's inferer: guidance channels, precision and mirroring exactly as in inference.json
-        self.inferer = GuidedInferer(
-            precision=self.precision.requested,
-            mirror=self.mirror,
-            score_threshold=self.rule.score_threshold,
-            score_top_pixels=self.rule.score_top_pixels,
-            fp32_margin=settings["fp32_margin"],
-            image_head=(settings["image_head"] if image_head is True else (image_head or None))
-            if self.trained
-            else None,
-            weights=weights if self.trained else None,
-            image_head_threshold=self.rule.image_head_threshold,
-            head_views=settings["head_views"] if head_views is not False else (),
-            fp32_own_view=settings["fp32_own_view"],
-        )
         self.image_head_sha256 = None
         if self.inferer.attach_head(self.network):
             head = self.inferer.image_head
             self.image_head_sha256 = file_sha256(head) if head is not None else "attached by the caller"
         logger.info("inference precision: %s on %s", self.precision.name, self.device)
-        # Same chain as training (fracseg.transforms.preprocessing), split so the full-size normalised
-        # image stays available for the overlay.
-        self.load = Compose(loading_transforms())
-        self.letterbox = Compose(letterbox_transforms(spatial_size=spatial_size))
+        # The bundle's preprocessing, split so the full-size normalised image stays available for the overlay.
+        self.load, self.letterbox = split_preprocessing(self.config.get_parsed_content("preprocessing"))
         self.invert = Invertd(keys="pred", transform=self.letterbox, orig_keys="image", nearest_interp=False)
+
+    @staticmethod
+    def config_overrides(
+        weights: str | os.PathLike[str] | None,
+        spatial_size: int | None = None,
+        threshold: float | None = None,
+        rule: DecisionRule | None = None,
+        precision: str | None = None,
+        mirror: bool | None = None,
+        image_head: bool | str | os.PathLike[str] = True,
+        head_views: bool | None = None,
+    ) -> dict[str, Any]:
+        """The ``inference.json`` overrides of the constructor's arguments (``None``/``True``: the bundle's):
+        ``weights`` is the trained weights file, ``None`` when there is none (then no image head)."""
+        overrides: dict[str, Any] = {"ckpt_path": None if weights is None else os.fspath(weights)}
+        if weights is None or not image_head:
+            overrides["image_head_path"] = None
+        elif image_head is not True:
+            overrides["image_head_path"] = os.fspath(image_head)
+        if spatial_size is not None:
+            overrides["spatial_size"] = int(spatial_size)
+        if rule is not None:
+            overrides.update(rule.to_dict())
+        elif threshold is not None:
+            overrides["threshold"] = float(threshold)
+        if precision is not None:
+            overrides["precision"] = precision
+        if mirror is not None:
+            overrides["mirror"] = bool(mirror)
+        if head_views is False:
+            overrides["head_views"] = []
+        return overrides
 
     @property
     def threshold(self) -> float:

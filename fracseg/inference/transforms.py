@@ -43,29 +43,19 @@ class FractureDecisiond(MapTransform):
     ``(1, H, W)`` by the bundle's decision rule.
 
     Also stores ``{"fracture_score", "fracture_present", "regions"}`` under ``data["fracture"]``.
+
+    Args:
+        keys: the probability map key.
+        rule: the decision rule (``inference.json``: ``"rule": "@decision_rule"``).
+        rule_settings: without ``rule``, the rule's fields as keywords
+            (:class:`~fracseg.inference.decision.DecisionRule`; configs before bundle 0.10.2 give these).
     """
 
-    def __init__(
-        self,
-        keys: KeysCollection,
-        threshold: float = 0.5,
-        score_threshold: float = 0.5,
-        score_top_pixels: int = 1,
-        min_region_pixels: int = 0,
-        guided_threshold: float | None = None,
-        image_head_threshold: float | None = None,
-        head_decides: bool = False,
-    ) -> None:
+    def __init__(self, keys: KeysCollection, rule: DecisionRule | None = None, **rule_settings: Any) -> None:
         super().__init__(keys)
-        self.rule = DecisionRule(
-            threshold=threshold,
-            score_threshold=score_threshold,
-            score_top_pixels=score_top_pixels,
-            min_region_pixels=min_region_pixels,
-            guided_threshold=guided_threshold,
-            image_head_threshold=image_head_threshold,
-            head_decides=head_decides,
-        )
+        if rule is not None and rule_settings:
+            raise ValueError("FractureDecisiond: give either rule or its settings, not both")
+        self.rule = rule if rule is not None else DecisionRule(**rule_settings)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

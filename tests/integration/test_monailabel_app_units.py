@@ -219,7 +219,9 @@ def test_scoring_key_follows_the_head_file_that_inference_json_names(scoring, tm
     bundle = _fake_bundle(tmp_path / "model", "0.9.0", b"weights")
     (bundle / "heads").mkdir()
     (bundle / "heads" / "head.pt").write_bytes(b"head-1")
-    (bundle / "configs" / "inference.json").write_text(json.dumps({"image_head": "heads/head.pt"}))
+    shipped = json.loads((REPO / "bundle" / "configs" / "inference.json").read_text())
+    config = bundle / "configs" / "inference.json"
+    config.write_text(json.dumps({**shipped, "image_head": "heads/head.pt"}))
     assert scoring.scored_files(bundle)["image_head"] == bundle / "heads" / "head.pt"
     first = scoring.scoring_key(bundle)
     (bundle / "models" / "image_head.pt").write_bytes(b"not the named head")
@@ -231,6 +233,6 @@ def test_scoring_key_follows_the_head_file_that_inference_json_names(scoring, tm
     from fracseg.io import file_sha256
 
     assert scoring.scoring_key(bundle, weights_sha256=file_sha256(bundle / "models" / "model.pt")) == second
-    (bundle / "configs" / "inference.json").write_text(json.dumps({"image_head": None}))
+    config.write_text(json.dumps({**shipped, "image_head": None}))
     assert scoring.scored_files(bundle)["image_head"] is None
     assert scoring.scoring_key(bundle) not in (first, second)

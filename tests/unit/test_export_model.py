@@ -9,18 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from fracseg.inference.predictor import bundle_settings
-from fracseg.networks import build_generator, load_generator_state
+from fracseg.inference.bundle import inference_config
+from fracseg.networks import load_generator_state
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _checkpoint(path: Path, seed: int) -> dict[str, torch.Tensor]:
-    settings = bundle_settings(REPO / "bundle")
     torch.manual_seed(seed)
-    net = build_generator(
-        channels=settings["channels"], strides=settings["strides"], num_res_units=settings["num_res_units"]
-    )
+    net = inference_config(REPO / "bundle").get_parsed_content("network_def")
     state = net.state_dict()
     torch.save({"model": state, "epoch": seed}, path)  # the layout of a training checkpoint
     return state

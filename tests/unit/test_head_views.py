@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+from fracseg.inference.bundle import DEFAULT_BUNDLE, inference_config
 from fracseg.inference.inferer import GuidedInferer, affine_view, head_view_averaged, parse_views
-from fracseg.inference.predictor import DEFAULT_BUNDLE, bundle_settings
 from fracseg.networks.image_head import FeatureTap, attach_image_head, has_image_head
 from tests.helpers.image_head import letterboxed, random_head, tiny_generator
 
@@ -132,13 +132,7 @@ def test_views_are_parsed_with_a_clear_error() -> None:
 def test_shipped_bundle_declares_the_views_for_its_inferer_and_fracseg_infer() -> None:
     config = json.loads((DEFAULT_BUNDLE / "configs" / "inference.json").read_text())
     assert config["inferer"]["head_views"] == "@head_views"
-    assert bundle_settings(DEFAULT_BUNDLE)["head_views"] == VIEWS
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(DEFAULT_BUNDLE / "configs" / "inference.json")
-    parser["bundle_root"] = str(DEFAULT_BUNDLE)
-    inferer = parser.get_parsed_content("inferer")
+    inferer = inference_config(DEFAULT_BUNDLE).get_parsed_content("inferer")
     assert inferer.head_views == VIEWS
 
 
@@ -152,7 +146,7 @@ def test_the_study_scores_the_shipped_views_as_its_all_five_set() -> None:
     spec.loader.exec_module(study)
     extra = [study.VIEWS[name] for name in study.VIEW_SETS["all five (0.10.0)"] if name != "identity"]
     assert study.VIEWS["identity"] == (0.0, 1.0)
-    assert tuple(extra) == bundle_settings(DEFAULT_BUNDLE)["head_views"]
+    assert tuple(extra) == inference_config(DEFAULT_BUNDLE).get_parsed_content("inferer").head_views
     # the study's views are the inferer's: the same warp, no second implementation
     assert study.affine_view is affine_view
 
@@ -191,6 +185,6 @@ def test_fp32_own_view_without_extra_views_is_fp32_and_needs_no_recheck() -> Non
 
 
 def test_shipped_bundle_runs_the_own_view_in_fp32() -> None:
-    assert bundle_settings(DEFAULT_BUNDLE)["fp32_own_view"] is True
+    assert inference_config(DEFAULT_BUNDLE).get_parsed_content("inferer").fp32_own_view is True
     config = json.loads((DEFAULT_BUNDLE / "configs" / "inference.json").read_text())
     assert config["inferer"]["fp32_own_view"] == "@fp32_own_view"

@@ -46,7 +46,7 @@ class FractureInteractive(Fracture):
             for index, transform in enumerate(post):
                 if isinstance(transform, FractureDecisiond):
                     rule = transform.rule.guided(foreground_clicks=True)
-                    post[index] = FractureDecisiond(keys=transform.keys, **rule.to_dict())
+                    post[index] = FractureDecisiond(keys=transform.keys, rule=rule)
         return post
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:

@@ -22,8 +22,9 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
 from fracseg.errors import ImageReadError
+from fracseg.inference.bundle import inference_config
 from fracseg.inference.decision import DecisionRule
-from fracseg.inference.predictor import Predictor, bundle_settings
+from fracseg.inference.predictor import Predictor
 from fracseg.io import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,9 @@ RULE = "configs/inference.json"
 def scored_files(bundle: Path) -> dict[str, Path | None]:
     """The files a score depends on: the weights, the decision rule and the image head that rule names
     (``None`` where ``inference.json`` names none)."""
-    head = bundle_settings(bundle)["image_head"]
-    return {"weights": bundle / WEIGHTS, "rule": bundle / RULE, "image_head": head}
+    head = inference_config(bundle).get_parsed_content("image_head_path")
+    image_head = None if head is None else Path(head)
+    return {"weights": bundle / WEIGHTS, "rule": bundle / RULE, "image_head": image_head}
 
 
 def scoring_key(bundle: Path, weights_sha256: str | None = None) -> str:

@@ -20,7 +20,7 @@ import monai.bundle
 from monai.data import partition_dataset
 from monailabel.tasks.train.bundle import BundleTrainTask
 
-from fracseg.inference.predictor import bundle_settings
+from fracseg.inference.bundle import inference_config
 from fracseg.io import file_sha256, write_json_atomic
 from lib.errors import UNPROCESSABLE, RequestRejected
 
@@ -69,15 +69,15 @@ class Fracture(BundleTrainTask):
 
     def _update_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
         # The network must stay the one inference.json builds, so the fine-tuned weights load there.
-        net = bundle_settings(self.bundle_path)
+        net = inference_config(self.bundle_path)
         overrides.update(
             prepare_dataset=False,  # the datastore gives train#dataset#data and validate#dataset#data
             resume=False,  # every request fine-tunes from model.pt, not from an earlier run's trainer state
             epochs=overrides[self.const.key_train_trainer_max_epochs()],
-            generator_channels=net["channels"],
-            generator_strides=net["strides"],
-            generator_res_units=net["num_res_units"],
-            spatial_size=net["spatial_size"],
+            generator_channels=net.get_parsed_content("generator_channels"),
+            generator_strides=net.get_parsed_content("generator_strides"),
+            generator_res_units=net.get_parsed_content("generator_res_units"),
+            spatial_size=net.get_parsed_content("spatial_size"),
             num_workers=0,
             val_interval=1,  # the best-metric saver writes model.pt after a validation: validate every epoch
         )
