@@ -1,0 +1,51 @@
+"""One assembly: the Predictor's parts are the bundle's inference.json components, its arguments overrides."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from monai.transforms import Compose
+
+from fracseg.inference.bundle import DEFAULT_BUNDLE, INFERENCE_CONFIG, inference_config
+from fracseg.inference.decision import DecisionRule
+from fracseg.inference.inferer import GuidedInferer
+from fracseg.inference.predictor import Predictor, split_preprocessing
+from fracseg.inference.transforms import FractureDecisiond
+from fracseg.transforms import letterbox_transforms, loading_transforms
+
+RAW = json.loads((DEFAULT_BUNDLE / INFERENCE_CONFIG).read_text())
+
+
+def test_the_config_builds_one_rule_that_the_post_processing_applies() -> None:
+    parser = inference_config()
+    rule = parser.get_parsed_content("decision_rule")
+    assert rule == DecisionRule.from_config(RAW)
+    deciders = [
+        t for t in parser.get_parsed_content("postprocessing").transforms if isinstance(t, FractureDecisiond)
+    ]
+    assert len(deciders) == 1 and deciders[0].rule is rule
+
+
+def test_predictor_parts_are_the_configs_and_arguments_override_it() -> None:
+    predictor = Predictor(weights=None)
+    parser = inference_config()
+    assert predictor.rule == parser.get_parsed_content("decision_rule")
+    assert isinstance(predictor.inferer, GuidedInferer)
+    assert predictor.inferer.head_views == parser.get_parsed_content("inferer").head_views != ()
+    assert predictor.spatial_size == RAW["spatial_size"] and predictor.mirror is RAW["mirror"]
+    assert predictor.inferer.image_head is None  # untrained: no head, whatever the bundle names
+    changed = Predictor(weights=None, threshold=0.33, head_views=False, mirror=False, precision="fp32")
+    assert changed.rule.threshold == 0.33 and changed.inferer.head_views == ()
+    assert changed.mirror is False and changed.precision.name == "fp32"
+    rule = DecisionRule(threshold=0.4, score_threshold=0.1, image_head_threshold=0.6)
+    own = Predictor(weights=None, rule=rule, threshold=0.9)  # the whole rule wins over threshold
+    assert own.rule == rule
+    assert own.inferer.score_threshold == 0.1 and own.inferer.image_head_threshold == 0.6
+
+
+def test_preprocessing_must_start_by_loading() -> None:
+    load, letterbox = split_preprocessing(Compose([*loading_transforms(), *letterbox_transforms()]))
+    assert len(load.transforms) == 2 and len(letterbox.transforms) == 3
+    with pytest.raises(ValueError, match="must start with"):
+        split_preprocessing(Compose(letterbox_transforms()))
