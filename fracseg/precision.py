@@ -20,10 +20,11 @@ from __future__ import annotations
 import logging
 import os
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from monai.networks.nets import UNet
@@ -125,6 +126,22 @@ class Precision:
                 return model[1:](head).float()
         with self.autocast():
             return network(batch).float()
+
+    def answer(
+        self, network: Any, args: tuple = (), kwargs: dict[str, Any] | None = None
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``network``'s answer to a batch in this precision, as a callable: :meth:`forward` for a module
+        called with the batch alone; otherwise the whole call (with ``args``/``kwargs`` after the batch)
+        under autocast, float32 out with bf16."""
+        if not args and not kwargs and isinstance(network, torch.nn.Module):
+            return lambda batch: self.forward(network, batch)
+
+        def call(batch: torch.Tensor) -> torch.Tensor:
+            with self.autocast():
+                out = network(batch, *args, **(kwargs or {}))
+            return out.float() if self.amp else out
+
+        return call
 
     def prepare_input(self, tensor: torch.Tensor) -> torch.Tensor:
         """A 4-D input in the memory format this precision wants."""

@@ -90,9 +90,9 @@ def test_bf16_answer_near_the_image_threshold_is_recomputed_in_fp32() -> None:
         assert guarded.rechecked == 2
     # the displayed image's top 256 pixels at letterbox scale (longest side -> 512); unknown size: as given
     inferer = GuidedInferer(precision="bf16", score_threshold=0.5, score_top_pixels=256, fp32_margin=0.02)
-    assert inferer._top_pixels(512, (373, 454)) == 326  # FracAtlas JPEG, upsampled
-    assert inferer._top_pixels(512, (1976, 1576)) == 17  # CR DICOM, downsampled
-    assert inferer._top_pixels(512, None) == 256
+    assert inferer.recheck.top_pixels(512, (373, 454)) == 326  # FracAtlas JPEG, upsampled
+    assert inferer.recheck.top_pixels(512, (1976, 1576)) == 17  # CR DICOM, downsampled
+    assert inferer.recheck.top_pixels(512, None) == 256
 
 
 def test_bf16_training_step_keeps_fp32_weights_and_skips_loss_scaling() -> None:
