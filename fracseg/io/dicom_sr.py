@@ -8,13 +8,16 @@ study as the X-ray and referencing it and the SEG (both are the SR's evidence):
   region was found, "fracture suspected, not localised") or Absent (SCT 2667000), the score (SCT
   246262008 "Score") and the threshold it was compared with (DCM 122411 "Threshold Value"), the model
   (algorithm name = bundle name, version = bundle version, parameters: weights and image head sha256,
-  pixel threshold, the spacing used);
-* one planar ROI group (TID 1410) per predicted region, referencing segment 1 of the SEG's frame 1 and
-  the source image (Referenced Segmentation Frame), with its area (SCT 42798000, in mm2 where the source
-  has a valid pixel spacing, else in pixels), centroid and bounding box. Positions use DICOM's image
-  coordinates (PS3.3 C.18.6.1.2: column, row; 0.0\\0.0 is the top left corner of the top left pixel, so
-  the first pixel's centre is 0.5\\0.5); the bounding box is the smallest such rectangle around the
-  region's pixels.
+  pixel threshold, the spacing used). The score's source of measurement (TID 300 "INFERRED FROM", TID
+  320) is the whole image, as a SCOORD POLYLINE along the image's border selected from the X-ray: a
+  viewer that draws measurement groups (OHIF) has coordinates for this group too;
+* one planar ROI group (TID 1410) per predicted region: its ROI is an Image Region on the X-ray, the
+  region's outline (a closed POLYLINE along its pixels' outer edges, holes not cut out), with its area (SCT
+  42798000, in mm2 where the source has a valid pixel spacing, else in pixels), centroid, bounding box
+  and mean probability, each measured on segment 1 of the SEG (TID 300 "Source of Measurement": the
+  SEG's instance, Referenced Segment Number 1). Positions use DICOM's image coordinates (PS3.3
+  C.18.6.1.2: column, row; 0.0\\0.0 is the top left corner of the top left pixel, so the first pixel's
+  centre is 0.5\\0.5); the bounding box is the smallest such rectangle around the region's pixels.
 
 The SR's evidence is the X-ray and the SEG: cited by the groups (Current Requested Procedure Evidence);
 where no region cites the SEG (absent, suspected not localised: its one frame is empty), the SEG is listed
@@ -38,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from fracseg import __version__
@@ -149,6 +153,54 @@ def _region_measurements(
     return [hd.sr.Measurement(name=_code(n), value=v, unit=_code(u)) for n, v, u in values]
 
 
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """The outer boundary of ``mask``'s pixels (one 8-connected region) as a closed polygon along pixel
+    edges, in DICOM image coordinates (column, row; the top left pixel spans 0..1): holes are not cut out,
+    collinear points are dropped, the first point is repeated at the end."""
+    from scipy import ndimage
+
+    filled = np.pad(ndimage.binary_fill_holes(mask), 1)
+    # directed boundary edges, clockwise on screen (the region on the right): vertex -> [next vertices]
+    out: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    rows, cols = np.nonzero(filled & ~ndimage.binary_erosion(filled))  # pixels with a background side
+    for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+        x, y = c - 1, r - 1  # the pixel's top left corner, padding removed
+        if not filled[r - 1, c]:
+            out.setdefault((x, y), []).append((x + 1, y))
+        if not filled[r, c + 1]:
+            out.setdefault((x + 1, y), []).append((x + 1, y + 1))
+        if not filled[r + 1, c]:
+            out.setdefault((x + 1, y + 1), []).append((x, y + 1))
+        if not filled[r, c - 1]:
+            out.setdefault((x, y + 1), []).append((x, y))
+    start = min(out, key=lambda v: (v[1], v[0]))  # top left corner: its edge goes right
+    points, here, heading = [start], start, (1, 0)
+    while True:
+        options = out[here]
+        if len(options) > 1:  # two regions' corners touch here: turn left, keeping diagonal pixels together
+            left = (heading[1], -heading[0])
+            options.sort(key=lambda v: (v[0] - here[0], v[1] - here[1]) != left)
+        nxt = options.pop(0)
+        heading = (nxt[0] - here[0], nxt[1] - here[1])
+        here = nxt
+        if here == start and not out[start]:
+            break
+        points.append(here)
+    points.append(start)
+    poly = np.asarray(points, dtype=float)
+    keep = [0]
+    for i in range(1, len(poly) - 1):
+        a, b, c = poly[keep[-1]], poly[i], poly[i + 1]
+        if (b[0] - a[0]) * (c[1] - b[1]) != (b[1] - a[1]) * (c[0] - b[0]):
+            keep.append(i)
+    keep.append(len(poly) - 1)
+    return poly[keep]
+
+
+def _whole_image(rows: int, cols: int) -> np.ndarray:
+    return np.array([[0, 0], [cols, 0], [cols, rows], [0, rows], [0, 0]], dtype=float)
+
+
 def _evidence(source: Dataset, path: str) -> Dataset:
     missing = [kw for kw in REQUIRED_FOR_REFERENCE if not source.get(kw)]
     if missing:
@@ -200,6 +252,19 @@ def dicom_sr_dataset(
         "referenced_sop_class_uid": src.SOPClassUID,
         "referenced_sop_instance_uid": src.SOPInstanceUID,
     }
+    # the score is computed from the whole image: its source (TID 300 "INFERRED FROM", TID 320) is the
+    # image's outline, so that viewers that draw measurements (OHIF) have coordinates for this group too
+    score = hd.sr.Measurement(
+        name=_code(SCORE), value=round(float(decision.fracture_score), 6), unit=_code(NO_UNITS)
+    )
+    whole = hd.sr.ScoordContentItem(
+        name=codes.DCM.SourceOfMeasurement,
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=_whole_image(*labels.shape),
+        relationship_type=hd.sr.RelationshipTypeValues.INFERRED_FROM,
+    )
+    whole.ContentSequence = [hd.sr.SourceImageForRegion(**source_ref)]
+    score[0].ContentSequence = hd.sr.ContentSequence([whole])
     image_group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=hd.UID(), identifier=f"Image-level finding: fracture {finding}"
@@ -208,9 +273,7 @@ def dicom_sr_dataset(
         finding_category=_code(CATEGORY),
         algorithm_id=algorithm,
         measurements=[
-            hd.sr.Measurement(
-                name=_code(SCORE), value=round(float(decision.fracture_score), 6), unit=_code(NO_UNITS)
-            ),
+            score,
             hd.sr.Measurement(
                 name=_code(THRESHOLD), value=round(model.image_threshold, 6), unit=_code(NO_UNITS)
             ),
@@ -221,28 +284,33 @@ def dicom_sr_dataset(
         source_images=[hd.sr.SourceImageForMeasurementGroup(**source_ref)],
     )
     groups: list[Any] = [image_group]
+    seg_ref = {"referenced_sop_class_uid": seg.SOPClassUID, "referenced_sop_instance_uid": seg.SOPInstanceUID}
     for region in decision.regions:
-        segment = hd.sr.ReferencedSegmentationFrame(
-            sop_class_uid=seg.SOPClassUID,
-            sop_instance_uid=seg.SOPInstanceUID,
-            frame_number=1,
-            segment_number=1,
-            source_image=hd.sr.SourceImageForSegmentation(**source_ref),
+        # TID 1410 takes one ROI: the region's outline on the X-ray (what viewers draw); the measurements are
+        # made on segment 1 of the SEG (TID 300 "Source of Measurement", the SEG's one frame and segment 1)
+        measurements = _region_measurements(
+            labels, region.label, region.confidence, spacing[1] if spacing else None
         )
-        # PS3.3 C.10.4.1: a reference naming the segment shall not also name frames; the SEG has one frame.
-        del segment[0].ReferencedSOPSequence[0].ReferencedFrameNumber
+        for measurement in measurements:
+            source = hd.sr.SourceImageForMeasurement(**seg_ref)
+            source.ReferencedSOPSequence[0].ReferencedSegmentNumber = 1
+            measurement[0].ContentSequence = hd.sr.ContentSequence(
+                [*measurement[0].get("ContentSequence", []), source]
+            )
         groups.append(
             hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
                     uid=hd.UID(), identifier=f"Fracture region {region.label}"
                 ),
-                referenced_segment=segment,
+                referenced_region=hd.sr.ImageRegion(
+                    graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                    graphic_data=_outline(labels == region.label),
+                    source_image=hd.sr.SourceImageForRegion(**source_ref),
+                ),
                 finding_type=_code(FRACTURE),
                 finding_category=_code(CATEGORY),
                 algorithm_id=algorithm,
-                measurements=_region_measurements(
-                    labels, region.label, region.confidence, spacing[1] if spacing else None
-                ),
+                measurements=measurements,
             )
         )
     device = hd.sr.ObserverContext(

@@ -8,7 +8,7 @@
    brush and saves it; the app stores it as a DICOM SEG on Orthanc (STOW-RS); the app is stopped;
 3. OHIF (``scripts/ohif_server.py``) opens the loop study, loads "fracseg fracture mask, corrected" and is
    screenshot; then it opens the report study, searches the SR series "fracseg fracture findings" in its
-   Tag Browser, double-clicks the SR, and opens the study again.
+   Tag Browser, double-clicks the SR (OHIF draws its regions over the CR), and opens the study again.
 
 Usage: ``unshare --net python ohif_loop_scenario.py WORKDIR OHIF_DIST``. Writes ``WORKDIR/result.json``,
 the sources, the SEG and SR written (``report_seg.dcm``, ``report_sr.dcm``), the SEG found on the
@@ -279,14 +279,21 @@ def main(work: Path, dist: Path) -> int:
                     ohif.page.screenshot(path=str(work / "ohif_report_before.png"))
                     result["report_viewer_text"] = ohif.page.inner_text("body")[:3000]
                     _tag_browser(ohif, "fracseg fracture findings", work, result)
-                    # an SR opens without a prompt: wait for OHIF to have read it (and failed, see the test)
+                    # the SR opens in the SR viewport: its groups are drawn over the CR (preview annotations)
                     ohif.console.append("---- fracseg fracture findings double-clicked ----")
                     ohif.page.get_by_text("fracseg fracture findings", exact=True).first.dblclick()
-                    result["report_read"] = ohif.wait_console("which were rehydratable", 30, mark)
-                    ohif.wait_console("ReferencedSOPSequence", 5, mark)
-                    ohif.page.wait_for_timeout(2000)
+                    result["report_read"] = ohif.wait_console("Measurement is preview", 30, mark)
+                    ohif.page.wait_for_timeout(3000)
                     ohif.page.screenshot(path=str(work / "ohif_report_sr.png"))
                     result["report_sr_text"] = ohif.page.inner_text("body")[:4000]
+                    # OHIF offers to track the measurements: accepted, they are listed in its panel
+                    accept = ohif.page.get_by_role("button", name="Yes")
+                    if accept.count():
+                        ohif.console.append("---- Yes clicked ----")
+                        accept.first.click()
+                        ohif.page.wait_for_timeout(3000)
+                        ohif.page.screenshot(path=str(work / "ohif_report_tracked.png"))
+                        result["report_tracked_text"] = ohif.page.inner_text("body")[:4000]
                     result["report_console"] = ohif.console[mark:][-60:]
                     ohif.open_study(report.StudyInstanceUID)  # a reload brings the CR back
                     ohif.page.screenshot(path=str(work / "ohif_report_reopened.png"))

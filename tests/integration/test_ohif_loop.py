@@ -119,11 +119,27 @@ def test_a_correction_saved_on_the_page_is_stowed_and_drawn_by_ohif(scenario) ->
     print(f"screenshots: {work / 'page_saved.png'} {work / 'ohif_loop_seg.png'}")
 
 
-def test_ohif_lists_the_sr_and_its_content_but_cannot_display_it(scenario) -> None:
-    """OHIF 3.12 lists fracseg's SR, shows its content in the Tag Browser and parses its three TID 1500
-    groups, but its SR viewport only shows groups with image coordinates (SCOORD/SCOORD3D); fracseg's
-    regions reference the SEG instead, and loading the SR ends in a TypeError (black viewport).
-    docs/pacs.md says so."""
+def _yellow(image: np.ndarray) -> np.ndarray:
+    """Pixels of OHIF's SR annotations (yellow dashed outlines and labels)."""
+    r, g, b = (image[..., i].astype(int) for i in range(3))
+    return (r > 180) & (g > 180) & (b < 100)
+
+
+def _outlined(yellow: np.ndarray, box: np.ndarray) -> tuple[float, float]:
+    """(share of the box's perimeter with a yellow pixel within 3 screen pixels, share of yellow inside)."""
+    left, right, top, bottom = np.round(box).astype(int)
+    near = ndimage.binary_dilation(yellow, iterations=3)
+    edges = np.concatenate(
+        [near[top, left:right], near[bottom, left:right], near[top:bottom, left], near[top:bottom, right]]
+    )
+    return float(edges.mean()), float(yellow[top + 6 : bottom - 6, left + 6 : right - 6].mean())
+
+
+def test_ohif_lists_the_sr_and_draws_its_regions_over_the_cr(scenario) -> None:
+    """OHIF 3.12 lists fracseg's SR, shows its content in the Tag Browser and, on double-clicking it, draws
+    each region's outline (TID 1410 Image Region on the CR) over the CR with its measurements, and the
+    image-level group (its score's source: the whole image) as the CR's outline; OHIF's offer to track
+    them (as editable measurements) finds nothing it can convert. docs/pacs.md says so."""
     work, result = scenario
     assert ["SR", "fracseg fracture findings"] in result["report_series"]  # stored on Orthanc
     # the study browser lists the SR series with its description and number beside the CR and the SEG
@@ -135,24 +151,52 @@ def test_ohif_lists_the_sr_and_its_content_but_cannot_display_it(scenario) -> No
     assert "TextValue\nImage-level finding: fracture present" in present  # the answer's group
     regions = result["tags"]["Fracture region"]
     assert "TextValue\nFracture region 1" in regions and "TextValue\nFracture region 2" in regions
+
+    # double-clicking the SR: OHIF reads the three groups, all with image coordinates, without an error
     console = "\n".join(result["report_console"])
-    for group in ("Image-level finding: fracture present", "Fracture region 1", "Fracture region 2"):
-        assert f"Measurement is not rehydratable {group}" in console, console  # read, but no coordinates
-    assert "No measurements found which were rehydratable" in console
-    # what a user sees on double-clicking the SR: the CR's viewport goes black ("Something went wrong")
-    viewport = (slice(60, 750), slice(300, 1320))
-    before = np.asarray(Image.open(work / "ohif_report_before.png").convert("L"))[viewport]
-    after = np.asarray(Image.open(work / "ohif_report_sr.png").convert("L"))[viewport]
-    reopened = np.asarray(Image.open(work / "ohif_report_reopened.png").convert("L"))[viewport]
-    assert before.mean() > 40 and after.mean() < 5, (before.mean(), after.mean())
-    assert reopened.mean() > 40, reopened.mean()  # opening the study again shows the CR again
-    # OHIF 3.12's _checkIfCanAddMeasurementsToDisplaySet reads coords[0] of every group: undefined here.
-    # Should this fail, OHIF now draws or lists the SR: update docs/pacs.md and this test.
-    assert "reading 'ReferencedSOPSequence'" in console, console
+    assert result["report_read"], console
+    assert "ReferencedSOPSequence" not in console and "pageerror" not in console, console
+    assert "No measurements found which were rehydratable" not in console, console
+    # each group's labels are its measurements (OHIF shows the first five of a region)
+    shown = result["report_sr_text"]
+    assert "Area: 216.00 mm2" in shown and "Area: 56.25 mm2" in shown, shown  # 80 x 120 and 50 x 50 px
+    assert "Centroid column: 260.00 {pixels}" in shown and "Centroid row: 190.00 {pixels}" in shown
+    assert "Score: 0.90 1" in shown and "Threshold Value: 0.50 1" in shown, shown
+    # ... and the regions' outlines are drawn where they are on the CR (the SR viewport shows the CR as the
+    # study's first viewport did): yellow dashed rectangles around each region's pixels, nothing inside
+    before = np.asarray(Image.open(work / "ohif_report_before.png").convert("RGB"))
+    after = np.asarray(Image.open(work / "ohif_report_sr.png").convert("RGB"))
+    assert _yellow(before).sum() < 50
+    left, top, scale = _image_box_in_screenshot(before, (480, 600))
+    yellow = _yellow(after)
+    for cols, rows in (((200, 320), (150, 230)), ((420, 470), (330, 380))):  # the report's two regions
+        box = np.array(
+            [left + scale * cols[0], left + scale * cols[1], top + scale * rows[0], top + scale * rows[1]]
+        )
+        perimeter, inside = _outlined(yellow, box)
+        assert perimeter > 0.4 and inside < 0.01, (cols, rows, perimeter, inside)
+
+    # the image-level group is drawn as the CR's outline (green: OHIF's active annotation), its labels the
+    # score and the threshold (top right, clipped at the viewport's edge)
+    tracked = np.asarray(Image.open(work / "ohif_report_tracked.png").convert("RGB"))
+    r, g, b = (tracked[..., i].astype(int) for i in range(3))
+    green = (g > 150) & (r < 100) & (b < 100)
+    for edge in (round(float(left)), round(left + scale * 600)):
+        column = green[100:700, edge - 3 : edge + 4].any(axis=1)
+        assert column.mean() > 0.3, (edge, column.mean())
+    # OHIF offers to track the SR's measurements (edit them as its own tools); accepting closes the prompt
+    # and leaves the SR drawn, but its Cornerstone adapters read only their own encoding (the SCOORD inside
+    # a NUM) and track nothing: the measurements panel stays empty
+    assert "Do you want to continue tracking measurements for this study?" in shown
+    assert "Do you want to continue tracking" not in result["report_tracked_text"]
+    assert "Didn't find any tracked measurements" in console, console
+    box = np.array([left + scale * 200, left + scale * 320, top + scale * 150, top + scale * 230])
+    assert _outlined(_yellow(tracked), box)[0] > 0.4  # still drawn
     shots = (
         "ohif_report_before.png",
         "ohif_sr_tags_present.png",
         "ohif_sr_tags_region.png",
         "ohif_report_sr.png",
+        "ohif_report_tracked.png",
     )
     print("screenshots:", *(work / name for name in shots))

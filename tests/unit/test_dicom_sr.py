@@ -84,13 +84,34 @@ def test_present_with_regions_references_the_image_and_the_seg(tmp_path) -> None
         assert text in parameters
     assert "area from PixelSpacing: 0.2 x 0.1 mm" in parameters
 
+    # the score's source is the whole image, drawn by viewers as its outline (OHIF needs coordinates)
+    (score,) = [m for m in image.get_measurements() if m.name.meaning == "Score"]
+    (source,) = [item for item in score[0].ContentSequence if item.ValueType == "SCOORD"]
+    assert source.RelationshipType == "INFERRED FROM" and source.GraphicType == "POLYLINE"
+    assert [float(v) for v in source.GraphicData] == [0, 0, 60, 0, 60, 40, 0, 40, 0, 0]
+    assert source.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
+
     groups = report.content.get_planar_roi_measurement_groups()
     assert [g.tracking_identifier for g in groups] == ["Fracture region 1", "Fracture region 2"]
+    outlines = []
     for group in groups:
-        segment = group.referenced_segmentation_frame
-        assert segment.referenced_sop_instance_uid == seg.SOPInstanceUID
-        assert segment.referenced_segment_numbers == [1]
-        assert segment.source_image_for_segmentation.referenced_sop_instance_uid == ds.SOPInstanceUID
+        # the ROI is the region's outline on the X-ray (pixel edges, DICOM image coordinates: column, row)
+        assert group.referenced_segmentation_frame is None
+        region = group.roi
+        assert region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+        assert (
+            region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
+        )
+        outlines.append(region.value.tolist())
+        # every measurement was made on segment 1 of the SEG
+        for measurement in group.get_measurements():
+            (made_on,) = measurement.referenced_images
+            assert made_on.referenced_sop_instance_uid == seg.SOPInstanceUID
+            assert made_on.ReferencedSOPSequence[0].ReferencedSegmentNumber == 1
+    assert outlines == [
+        [[5, 5], [15, 5], [15, 10], [5, 10], [5, 5]],
+        [[40, 20], [44, 20], [44, 30], [40, 30], [40, 20]],
+    ]
     first, second = (_measurements(g) for g in groups)
     assert first["Area"] == (pytest.approx(50 * 0.2 * 0.1), "mm2")
     assert second["Area"] == (pytest.approx(40 * 0.2 * 0.1), "mm2")
@@ -195,3 +216,36 @@ def test_sr_refuses_labels_off_the_grid(tmp_path) -> None:
     with pytest.raises(ImageReadError, match="do not match the DICOM grid"):
         write_dicom_sr(src, seg, decision, MODEL, tmp_path / "a_sr.dcm")
     assert not (tmp_path / "a_sr.dcm").exists()
+
+
+def test_region_outline_follows_pixel_edges() -> None:
+    """The ROI drawn for a region: its outer boundary along pixel edges (holes filled), one closed polygon
+    even where pixels touch only at a corner (regions are 8-connected); its area is the pixels' area."""
+    from fracseg.io.dicom_sr import _outline
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        mask = np.zeros((30, 30), bool)
+        mask[5:25, 5:25] = rng.random((20, 20)) > 0.35
+        from scipy import ndimage
+
+        labels, _count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+        region = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+        poly = _outline(region)
+        assert (poly[0] == poly[-1]).all()
+        x, y = poly[:, 0], poly[:, 1]
+        area = 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
+        assert area == ndimage.binary_fill_holes(region).sum()
+    diagonal = np.zeros((5, 5), bool)
+    diagonal[1, 1] = diagonal[2, 2] = True
+    assert _outline(diagonal).tolist() == [
+        [1, 1],
+        [2, 1],
+        [2, 2],
+        [3, 2],
+        [3, 3],
+        [2, 3],
+        [2, 2],
+        [1, 2],
+        [1, 1],
+    ]
