@@ -25,7 +25,7 @@ from monai.engines.utils import default_prepare_batch
 from monai.transforms import Compose
 
 from fracseg.data import ensure_prepared, load_datalist
-from fracseg.engines import ConditionalGanTrainer
+from fracseg.engines import ConditionalGanTrainer, GanSettings
 from fracseg.losses import AdversarialLoss, SegmentationLoss
 from fracseg.networks import build_discriminator, build_generator
 from fracseg.transforms import AugmentingPrepareBatch, BatchAugment, preprocessing
@@ -76,13 +76,15 @@ def time_mode(
         d_optimizer=torch.optim.Adam(disc.parameters(), 1e-4, betas=(0.5, 0.999)),
         seg_loss=SegmentationLoss(),
         adv_loss=AdversarialLoss("lsgan"),
-        adversarial_weight=0.05 if adversarial else 0.0,
-        critic_every=critic_every,
+        settings=GanSettings(
+            adversarial_weight=0.05 if adversarial else 0.0,
+            critic_every=critic_every,
+            click_probability=0.3 if recipe else 0.0,
+        ),
         epoch_length=len(batches),
         amp=args.amp,
         amp_kwargs={"dtype": torch.bfloat16},
         decollate=False,
-        click_probability=0.3 if recipe else 0.0,
         prepare_batch=AugmentingPrepareBatch(BatchAugment()) if recipe else default_prepare_batch,
     )
     trainer.run()  # warm-up (allocations, cuDNN autotune, compile)

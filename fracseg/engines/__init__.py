@@ -3,7 +3,7 @@
 from fracseg.engines.budget import FitCosineToBudget, TimeBudget
 from fracseg.engines.clicks import simulate_clicks
 from fracseg.engines.curves import BestThresholdDice, LearningCurve
-from fracseg.engines.gan_trainer import ConditionalGanTrainer, GanOutputKeys, gan_stats_output
+from fracseg.engines.gan_trainer import ConditionalGanTrainer, GanOutputKeys, GanSettings, gan_stats_output
 from fracseg.engines.resume import (
     AtomicCheckpointSaver,
     BestMetricState,
@@ -22,6 +22,7 @@ __all__ = [
     "EpochSeed",
     "FitCosineToBudget",
     "GanOutputKeys",
+    "GanSettings",
     "InitialWeights",
     "LearningCurve",
     "ResumeFromLatest",

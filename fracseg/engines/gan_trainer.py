@@ -20,6 +20,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -71,6 +72,52 @@ def _frozen(module: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+@dataclass(frozen=True)
+class GanSettings:
+    """What makes :class:`ConditionalGanTrainer`'s iteration adversarial and interactive (``train.json``:
+    ``trainer#settings``).
+
+    Args:
+        adversarial_weight: final weight of the generator's adversarial term.
+        warmup_epochs: epochs trained on ``seg_loss`` alone (no critic step at all).
+        ramp_epochs: epochs over which the weight then ramps linearly (:func:`adversarial_weight_at`).
+        click_probability: per-iteration probability of one simulated click round, in [0, 1].
+        click_sigma: standard deviation of the click heat maps, in pixels.
+        real_smoothing: noise bound of :func:`soften_real_mask` applied to real masks before the critic.
+        critic_every: update the critic on every ``critic_every``-th iteration only (the generator's
+            adversarial term is computed every iteration); 2 halves the critic's share of the step time.
+        instance_noise: standard deviation of Gaussian noise added to every mask the critic sees, real and
+            fake alike, in the critic step and in the generator's adversarial term (instance noise,
+            Sønderby et al. 2017): it blurs the cues that let a critic separate binary ground truth from
+            soft predictions perfectly (measured: patch accuracy 0.99 within 8 epochs without it), so the
+            critic keeps giving the generator a usable gradient. 0 disables it.
+        seed: seeds the trainer's own random generator (click rounds, tie breaks, real-mask noise);
+            the global torch generator is used when None.
+
+    Raises:
+        ValueError: ``click_probability`` outside [0, 1], ``critic_every`` < 1 or ``instance_noise`` < 0.
+    """
+
+    adversarial_weight: float = 0.01
+    warmup_epochs: int = 0
+    ramp_epochs: int = 0
+    click_probability: float = 0.0
+    click_sigma: float = CLICK_SIGMA
+    real_smoothing: float = 0.1
+    critic_every: int = 1
+    instance_noise: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.click_probability <= 1.0:
+            raise ValueError(f"click_probability must be in [0, 1], got {self.click_probability}")
+        if self.critic_every < 1:
+            raise ValueError(f"critic_every must be >= 1, got {self.critic_every}")
+        if self.instance_noise < 0:
+            raise ValueError(f"instance_noise must be >= 0, got {self.instance_noise}")
+        object.__setattr__(self, "instance_noise", float(self.instance_noise))
+
+
 class ConditionalGanTrainer(Trainer):
     """Adversarial training of the fracture generator with a conditional PatchGAN critic.
 
@@ -90,21 +137,7 @@ class ConditionalGanTrainer(Trainer):
         d_optimizer: the critic's optimiser.
         seg_loss: ``(logits, label) -> scalar``, e.g. :class:`fracseg.losses.SegmentationLoss`.
         adv_loss: the GAN objective (:class:`fracseg.losses.AdversarialLoss`).
-        adversarial_weight: final weight of the generator's adversarial term.
-        warmup_epochs: epochs trained on ``seg_loss`` alone (no critic step at all).
-        ramp_epochs: epochs over which the weight then ramps linearly (:func:`adversarial_weight_at`).
-        click_probability: per-iteration probability of one simulated click round.
-        click_sigma: standard deviation of the click heat maps, in pixels.
-        real_smoothing: noise bound of :func:`soften_real_mask` applied to real masks before the critic.
-        critic_every: update the critic on every ``critic_every``-th iteration only (the generator's
-            adversarial term is computed every iteration); 2 halves the critic's share of the step time.
-        instance_noise: standard deviation of Gaussian noise added to every mask the critic sees, real and
-            fake alike, in the critic step and in the generator's adversarial term (instance noise,
-            Sønderby et al. 2017): it blurs the cues that let a critic separate binary ground truth from
-            soft predictions perfectly (measured: patch accuracy 0.99 within 8 epochs without it), so the
-            critic keeps giving the generator a usable gradient. 0 disables it.
-        seed: seeds this trainer's own random generator (click rounds, tie breaks, real-mask noise);
-            the global torch generator is used when None.
+        settings: the adversarial and click settings (:class:`GanSettings`; default: its defaults).
         epoch_length: iterations per epoch; ``len(train_data_loader)`` when None.
         non_blocking: asynchronous host-to-device copies.
         prepare_batch: as in ``SupervisedTrainer``; extra ``args``/``kwargs`` go to the generator.
@@ -135,15 +168,7 @@ class ConditionalGanTrainer(Trainer):
         seg_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         adv_loss: AdversarialLoss,
         *,
-        adversarial_weight: float = 0.01,
-        warmup_epochs: int = 0,
-        ramp_epochs: int = 0,
-        click_probability: float = 0.0,
-        click_sigma: float = CLICK_SIGMA,
-        real_smoothing: float = 0.1,
-        critic_every: int = 1,
-        instance_noise: float = 0.0,
-        seed: int | None = None,
+        settings: GanSettings | None = None,
         epoch_length: int | None = None,
         non_blocking: bool = False,
         prepare_batch: Callable = default_prepare_batch,
@@ -161,8 +186,6 @@ class ConditionalGanTrainer(Trainer):
         to_kwargs: dict | None = None,
         amp_kwargs: dict | None = None,
     ) -> None:
-        if not 0.0 <= click_probability <= 1.0:
-            raise ValueError(f"click_probability must be in [0, 1], got {click_probability}")
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -190,20 +213,9 @@ class ConditionalGanTrainer(Trainer):
         self.d_optimizer = d_optimizer
         self.seg_loss = seg_loss
         self.adv_loss = adv_loss
-        self.adversarial_weight = adversarial_weight
-        self.warmup_epochs = warmup_epochs
-        if critic_every < 1:
-            raise ValueError(f"critic_every must be >= 1, got {critic_every}")
-        self.critic_every = critic_every
-        if instance_noise < 0:
-            raise ValueError(f"instance_noise must be >= 0, got {instance_noise}")
-        self.instance_noise = float(instance_noise)
-        self.ramp_epochs = ramp_epochs
-        self.click_probability = click_probability
-        self.click_sigma = click_sigma
-        self.real_smoothing = real_smoothing
+        self.settings = settings or GanSettings()
         self.optim_set_to_none = optim_set_to_none
-        self.rng = None if seed is None else torch.Generator().manual_seed(seed)
+        self.rng = None if self.settings.seed is None else torch.Generator().manual_seed(self.settings.seed)
         device_type = torch.device(device).type
         self.autocast_device_type = device_type
         # Loss scaling guards fp16 gradients against underflow; bf16 has fp32's exponent range and needs none.
@@ -217,7 +229,10 @@ class ConditionalGanTrainer(Trainer):
     def current_adversarial_weight(self) -> float:
         """The scheduled adversarial weight for the current epoch (0 before the run starts)."""
         return adversarial_weight_at(
-            self.state.epoch, self.warmup_epochs, self.ramp_epochs, self.adversarial_weight
+            self.state.epoch,
+            self.settings.warmup_epochs,
+            self.settings.ramp_epochs,
+            self.settings.adversarial_weight,
         )
 
     def guided_input(
@@ -236,7 +251,7 @@ class ConditionalGanTrainer(Trainer):
         """
         xray = inputs[:, :XRAY_CHANNELS]
         base = with_empty_guidance(inputs, GENERATOR_IN_CHANNELS)
-        p = self.click_probability
+        p = self.settings.click_probability
         if p <= 0.0 or (p < 1.0 and torch.rand((), generator=self.rng).item() >= p):
             return base, False
         was_training = self.network.training
@@ -246,15 +261,15 @@ class ConditionalGanTrainer(Trainer):
                 self.network(with_empty_guidance(xray, GENERATOR_IN_CHANNELS), *args, **kwargs)
             )
         self.network.train(was_training)
-        guidance = simulate_clicks(prob, label, sigma=self.click_sigma, generator=self.rng)
+        guidance = simulate_clicks(prob, label, sigma=self.settings.click_sigma, generator=self.rng)
         return torch.cat([xray, guidance.to(device=xray.device, dtype=xray.dtype)], dim=1), True
 
     def critic_view(self, mask: torch.Tensor) -> torch.Tensor:
         """What the critic sees of a mask: the mask plus instance noise (unchanged when it is 0)."""
-        if self.instance_noise <= 0:
+        if self.settings.instance_noise <= 0:
             return mask
         noise = torch.randn(mask.shape, generator=self.rng, device="cpu").to(mask.device, mask.dtype)
-        return mask + self.instance_noise * noise
+        return mask + self.settings.instance_noise * noise
 
     def discriminator_step(
         self, xray: torch.Tensor, label: torch.Tensor, logits: torch.Tensor
@@ -274,7 +289,7 @@ class ConditionalGanTrainer(Trainer):
         """
         self.discriminator.train()
         self.d_optimizer.zero_grad(set_to_none=self.optim_set_to_none)
-        real = soften_real_mask(label, generator=self.rng, smoothing=self.real_smoothing)
+        real = soften_real_mask(label, generator=self.rng, smoothing=self.settings.real_smoothing)
         fake = torch.sigmoid(logits.detach().float())
         batch = xray.shape[0]
         with self._autocast():
@@ -381,7 +396,7 @@ class ConditionalGanTrainer(Trainer):
         engine.state.output[Keys.PRED] = logits
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
 
-        if weight > 0 and engine.state.iteration % engine.critic_every == 0:
+        if weight > 0 and engine.state.iteration % engine.settings.critic_every == 0:
             d_loss, d_acc = engine.discriminator_step(xray, targets, logits)
         else:
             d_loss, d_acc = torch.zeros((), device=logits.device), math.nan

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from monai.data import DataLoader, Dataset
 from monai.handlers import CheckpointLoader, CheckpointSaver, StatsHandler, from_engine
 from monai.utils import CommonKeys
 
-from fracseg.engines import ConditionalGanTrainer, GanOutputKeys
+from fracseg.engines import ConditionalGanTrainer, GanOutputKeys, GanSettings
 from fracseg.losses import AdversarialLoss, SegmentationLoss
 from fracseg.networks import build_discriminator, build_generator
 
@@ -33,7 +34,11 @@ def _trainer(max_epochs: int = 2, n: int = 4, lr: float = 1e-3, **kwargs) -> Con
     torch.manual_seed(0)
     gen = build_generator(channels=(8, 16), strides=(2,), num_res_units=0)
     disc = build_discriminator(channels=8, num_layers_d=2)
-    options = {"adversarial_weight": 0.1, "seed": 0, **kwargs}
+    fields = {f.name for f in dataclasses.fields(GanSettings)}
+    settings = GanSettings(
+        **{"adversarial_weight": 0.1, "seed": 0, **{k: v for k, v in kwargs.items() if k in fields}}
+    )
+    options = {k: v for k, v in kwargs.items() if k not in fields}
     return ConditionalGanTrainer(
         device="cpu",
         max_epochs=max_epochs,
@@ -44,6 +49,7 @@ def _trainer(max_epochs: int = 2, n: int = 4, lr: float = 1e-3, **kwargs) -> Con
         d_optimizer=torch.optim.Adam(disc.parameters(), lr=lr),
         seg_loss=SegmentationLoss(),
         adv_loss=AdversarialLoss("lsgan"),
+        settings=settings,
         **options,
     )
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fracseg import precision as precision_module
-from fracseg.engines import ConditionalGanTrainer
+from fracseg.engines import ConditionalGanTrainer, GanSettings
 from fracseg.inference.inferer import GuidedInferer
 from fracseg.losses import AdversarialLoss, SegmentationLoss
 from fracseg.networks import build_discriminator, build_generator
@@ -110,7 +110,7 @@ def test_bf16_training_step_keeps_fp32_weights_and_skips_loss_scaling() -> None:
         d_optimizer=torch.optim.Adam(disc.parameters(), 1e-4),
         seg_loss=SegmentationLoss(),
         adv_loss=AdversarialLoss("lsgan"),
-        adversarial_weight=0.05,
+        settings=GanSettings(adversarial_weight=0.05),
         amp=True,
         amp_kwargs={"dtype": torch.bfloat16},
         decollate=False,
