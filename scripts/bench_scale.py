@@ -4,7 +4,8 @@ Measured in one run, on the same images (454x373 FracAtlas JPEGs from ``../share
 given with ``--inputs``), with the bundle's settings unless ``--no-head-views``:
 
 - ``single``: ``fracseg infer``'s own pipeline in this process (batch 1), with all cores' threads and with
-  one thread;
+  one thread; and, as the control of what the cores give at all, one plain process per core (1 thread
+  each, no Ray) sharing the images;
 - ``ray``: ``fracseg infer --ray``'s actor pool on a private local Ray, with 1 worker x 1 CPU, 1 worker x
   all CPUs and one worker per CPU. Ray's start-up and the workers' model loads are timed apart
   (``startup``): they happen once per run, not per image.
@@ -23,6 +24,7 @@ same run, and the CPU model.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -63,6 +65,33 @@ def single(predictor: Predictor, inputs: Path, threads: int) -> float:
         run_batch([inputs], out, predictor, quiet=True, batch_size=1, num_workers=0, overwrite=True)
         wall = time.perf_counter() - start
     return len(plan_inputs([inputs], None)) / wall
+
+
+def _half(kwargs: dict[str, Any], inputs: list[str], barrier: Any, queue: Any) -> None:
+    torch.set_num_threads(1)
+    predictor = Predictor(**kwargs)
+    run_batch(inputs[:1], tempfile.mkdtemp(), predictor, quiet=True, batch_size=1)  # warm-up
+    barrier.wait()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        run_batch(inputs, out, predictor, quiet=True, batch_size=1, num_workers=0)
+    queue.put(time.perf_counter() - start)
+
+
+def independent_processes(kwargs: dict[str, Any], inputs: Path, count: int) -> float:
+    """Images/s of ``count`` plain processes (1 thread each, no Ray) sharing the images: the control that
+    says how far this machine's cores scale for this work at all."""
+    files = [str(f.path) for f in plan_inputs([inputs], None)]
+    context = multiprocessing.get_context("spawn")
+    barrier, queue = context.Barrier(count), context.Queue()
+    shares = [files[i::count] for i in range(count)]
+    procs = [context.Process(target=_half, args=(kwargs, share, barrier, queue)) for share in shares]
+    for proc in procs:
+        proc.start()
+    walls = [queue.get() for _ in procs]
+    for proc in procs:
+        proc.join()
+    return len(files) / max(walls)
 
 
 def on_ray(
@@ -121,11 +150,20 @@ def main() -> None:
         single(predictor, inputs, cpus)  # warm-up: first-call allocations, file cache
 
         start_ray(None)  # one private Ray for every Ray measurement: its start-up is not per run
+        # Ray's own cost first, before killed model workers leave Ray starting fresh idle processes.
+        echo_files = work / "echo"
+        echo_files.mkdir()
+        for i in range(args.echo_images):
+            (echo_files / f"{i:05d}.png").write_bytes(b"")
+        echo = [
+            on_ray(predictor, kwargs, echo_files, cpus, 1, worker=EchoWorker)[0] for _ in range(args.repeats)
+        ]
         results: dict[str, list[float]] = {}
         startups: list[float] = []
         configs = [
             (f"single, {cpus} threads", lambda: single(predictor, inputs, cpus)),
             ("single, 1 thread", lambda: single(predictor, inputs, 1)),
+            (f"{cpus} processes x 1 thread", lambda: independent_processes(kwargs, inputs, cpus)),
             ("ray, 1 worker x 1 CPU", lambda: on_ray(predictor, kwargs, inputs, 1, 1)),
             (f"ray, 1 worker x {cpus} CPUs", lambda: on_ray(predictor, kwargs, inputs, 1, cpus)),
             (f"ray, {cpus} workers x 1 CPU", lambda: on_ray(predictor, kwargs, inputs, cpus, 1)),
@@ -137,13 +175,6 @@ def main() -> None:
                     value, startup = value
                     startups.append(startup)
                 results.setdefault(name, []).append(value)
-        echo_files = work / "echo"
-        echo_files.mkdir()
-        for i in range(args.echo_images):
-            (echo_files / f"{i:05d}.png").write_bytes(b"")
-        echo = [
-            on_ray(predictor, kwargs, echo_files, cpus, 1, worker=EchoWorker)[0] for _ in range(args.repeats)
-        ]
         torch.set_num_threads(cpus)
         read, written = output_bytes(predictor, inputs)
     finally:
@@ -151,7 +182,7 @@ def main() -> None:
 
     med = {k: statistics.median(v) for k, v in results.items()}
     base_all, base_one = med[configs[0][0]], med[configs[1][0]]
-    ray_one = med[configs[2][0]]
+    ray_one = med[configs[3][0]]
     print(f"\nCPU: {cpu_description()}, {cpus} cores; torch {torch.__version__}; {n} images of {inputs}")
     print(f"settings: precision {predictor.precision.name}, head views {bool(predictor.inferer.head_views)}")
     print(f"median of {args.repeats} runs\n")
@@ -169,8 +200,20 @@ def main() -> None:
     per_image_ms = 1000.0 / echo_rate
     print(f"Ray dispatch cost per image (echo workers, {args.echo_images} images): {per_image_ms:.2f} ms")
     print(f"bytes per image: {read / 1e3:.0f} kB read, {written / 1e3:.0f} kB written")
-    machine = max(med.values())
-    print(f"\nprojection: one machine = {machine:.3f} images/s (its best configuration above)")
+    control = med[configs[2][0]]
+    ray_all = med[configs[-1][0]]
+    print("\nissue targets:")
+    print(f"  ray 1 worker x 1 CPU / single 1 thread = {ray_one / base_one:.2f} (target >= 0.90)")
+    ray_wide = med[configs[4][0]]
+    print(
+        f"  ray 1 worker x {cpus} CPUs / single {cpus} threads = {ray_wide / base_all:.2f} (target >= 0.90)"
+    )
+    print(
+        f"  ray {cpus} workers / ray 1 worker x 1 CPU = {ray_all / ray_one:.2f} (target >= 1.7); control, "
+        f"{cpus} plain processes / single 1 thread = {control / base_one:.2f}"
+    )
+    machine = max(v for k, v in med.items() if k.startswith("ray"))
+    print(f"\nprojection: one machine = {machine:.3f} images/s (its best Ray configuration above)")
     print("| machines | images/s | images/day | driver-bound | file system MB/s |")
     print("|---------:|---------:|-----------:|:------------:|-----------------:|")
     for m in args.machines:
