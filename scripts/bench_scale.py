@@ -10,7 +10,7 @@ given with ``--inputs``), with the bundle's settings unless ``--no-head-views``:
   all CPUs and one worker per CPU. Ray's start-up and the workers' model loads are timed apart
   (``startup``): they happen once per run, not per image.
 
-Then Ray's own cost per image is measured with workers that do nothing (the same dispatcher, an echo
+Then Ray's own cost per image is measured with workers that do nothing (the same dispatcher, a probe
 actor), and a projection for N machines: ``min(N x one machine's images/s, 1 / driver cost per image)``,
 the driver being the one process that hands out images and collects rows. Not modelled: the shared file
 system's bandwidth (the bytes read and written per image are printed so that it can be sized).
@@ -37,24 +37,11 @@ import torch
 
 from fracseg.inference import Predictor
 from fracseg.inference.batch import plan_inputs, run_batch
-from fracseg.inference.ray_batch import RayOptions, predict_on_ray, start_ray
+from fracseg.inference.ray_batch import DispatchProbe, RayOptions, predict_on_ray, start_ray
 from fracseg.precision import cpu_description
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-
-
-class EchoWorker:
-    """A worker that answers at once: what is left is Ray's and the dispatcher's cost per image."""
-
-    def __init__(self, predictor_kwargs: dict[str, Any], output: str, settings: dict[str, Any]) -> None:
-        self.output = output
-
-    def describe(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "node": os.uname().nodename, "threads": 1}
-
-    def process(self, item: Any) -> dict[str, Any]:
-        return {"image": str(item.path), "error": ""}
 
 
 def single(predictor: Predictor, inputs: Path, threads: int) -> float:
@@ -156,7 +143,8 @@ def main() -> None:
         for i in range(args.echo_images):
             (echo_files / f"{i:05d}.png").write_bytes(b"")
         echo = [
-            on_ray(predictor, kwargs, echo_files, cpus, 1, worker=EchoWorker)[0] for _ in range(args.repeats)
+            on_ray(predictor, kwargs, echo_files, cpus, 1, worker=DispatchProbe)[0]
+            for _ in range(args.repeats)
         ]
         results: dict[str, list[float]] = {}
         startups: list[float] = []
@@ -198,7 +186,7 @@ def main() -> None:
     )
     echo_rate = statistics.median(echo)
     per_image_ms = 1000.0 / echo_rate
-    print(f"Ray dispatch cost per image (echo workers, {args.echo_images} images): {per_image_ms:.2f} ms")
+    print(f"Ray dispatch cost per image (DispatchProbe, {args.echo_images} images): {per_image_ms:.2f} ms")
     print(f"bytes per image: {read / 1e3:.0f} kB read, {written / 1e3:.0f} kB written")
     control = med[configs[2][0]]
     ray_all = med[configs[-1][0]]
