@@ -153,8 +153,7 @@ def predict_and_write(
     whose outputs are removed). What a Ray worker runs (:mod:`fracseg.inference.ray_batch`)."""
     loaded = load_input(item, predictor.prepare)
     if loaded["error"]:
-        _discard_outputs(output, item)
-        return _error_row(item, loaded["error"], loaded["seconds"])
+        return failed_row(output, item, loaded["error"], loaded["seconds"])
     start = time.perf_counter()
     image = loaded["prepared"]["image"].as_tensor()
     probability = predictor.infer(image[None], [tuple(loaded["prepared"]["original"].shape[-2:])])[0]
@@ -384,8 +383,7 @@ def _predict_here(
             for b in batch:
                 if b["error"]:
                     logger.error("%s", b["error"])
-                    _discard_outputs(output, b["file"])
-                    rows[b["file"]] = _error_row(b["file"], b["error"], b["seconds"])
+                    rows[b["file"]] = failed_row(output, b["file"], b["error"], b["seconds"])
             if good:
                 start = time.perf_counter()
                 probs = predictor.infer(
@@ -422,6 +420,13 @@ def write_predictions(output: Path, rows: Sequence[dict[str, Any]], summary: dic
             **summary,
         },
     )
+
+
+def failed_row(output: Path, item: InputFile, error: str, seconds: float = 0.0) -> dict[str, Any]:
+    """Remove whatever ``item`` has stored under ``output`` and return its ``predictions.csv`` error row:
+    how every path (this process, a Ray worker, the Ray driver) records an input that failed."""
+    _discard_outputs(output, item)
+    return _error_row(item, error, seconds)
 
 
 def _error_row(item: InputFile, error: str, seconds: float) -> dict[str, Any]:

@@ -195,7 +195,7 @@ def _dispatch(
     from ray.exceptions import RayActorError, RayTaskError
     from tqdm import tqdm
 
-    from fracseg.inference.batch import _discard_outputs, _error_row, error_message
+    from fracseg.inference.batch import error_message, failed_row
 
     gpu = str(options.predictor_kwargs.get("device", "cpu")).startswith("cuda")
     size = min(_pool_size(options, gpu), len(todo))
@@ -249,8 +249,7 @@ def _dispatch(
                 attempts[item] += 1
                 if attempts[item] > options.retries:
                     message = f"{item.path}: Ray worker lost {attempts[item]} times while on this image"
-                    _discard_outputs(output, item)
-                    rows[item] = _error_row(item, message, 0.0)
+                    rows[item] = failed_row(output, item, message)
                 else:
                     queue.appendleft(item)
                 if actors[slot] is actor:  # first news of this worker's death: replace it
@@ -259,8 +258,7 @@ def _dispatch(
                     actors[slot] = spawn() if replacements_left > 0 else None
                     replacements_left -= 1
             except RayTaskError as exc:  # an error the worker did not turn into a row: this image only
-                _discard_outputs(output, item)
-                rows[item] = _error_row(item, error_message(item, exc.cause or exc), 0.0)
+                rows[item] = failed_row(output, item, error_message(item, exc.cause or exc))
             if rows.get(item) is not None:
                 if rows[item].get("error"):
                     logger.error("%s", rows[item]["error"])
@@ -268,8 +266,7 @@ def _dispatch(
             top_up()
             if not inflight and queue:  # every worker is gone and none may be started any more
                 for left in queue:
-                    _discard_outputs(output, left)
-                    rows[left] = _error_row(left, f"{left.path}: no Ray worker left to run it", 0.0)
+                    rows[left] = failed_row(output, left, f"{left.path}: no Ray worker left to run it")
                 queue.clear()
     finally:
         bar.close()

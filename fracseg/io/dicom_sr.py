@@ -50,7 +50,7 @@ from fracseg.io.atomic import atomic_path
 from fracseg.io.dicom_seg import CATEGORY, FRACTURE, REQUIRED_FOR_REFERENCE, TYPE2_FROM_SOURCE, seg_spacing
 
 if TYPE_CHECKING:
-    from fracseg.inference.decision import Decision
+    from fracseg.inference.decision import Decision, Region
 
 #: The three image-level answers (:func:`finding_of`) and their SNOMED CT qualifier values.
 PRESENT, SUSPECTED, ABSENT = "present", "suspected, not localised", "absent"
@@ -127,15 +127,14 @@ def _code(triple: tuple[str, str, str]) -> Any:
 
 
 def _region_measurements(
-    labels: np.ndarray,
-    label: int,
-    confidence: float,
-    spacing: tuple[float, float] | None,
+    labels: np.ndarray, region: Region, spacing: tuple[float, float] | None
 ) -> list[Any]:
+    """Area, centroid, bounding box (from the decision's :class:`Region`) and mean probability."""
     import highdicom as hd
 
-    rows, cols = np.nonzero(labels == label)
-    pixels = int(rows.size)
+    rows, cols = np.nonzero(labels == region.label)
+    pixels = region.pixels
+    box_rows, box_cols = region.bbox
     if spacing is not None:
         area, unit = pixels * spacing[0] * spacing[1], MM2
     else:
@@ -144,11 +143,11 @@ def _region_measurements(
         (AREA, round(float(area), 4), unit),
         (CENTROID_X, round(float(cols.mean()) + 0.5, 3), PIXELS),
         (CENTROID_Y, round(float(rows.mean()) + 0.5, 3), PIXELS),
-        (BOX_X_MIN, int(cols.min()), PIXELS),
-        (BOX_Y_MIN, int(rows.min()), PIXELS),
-        (BOX_X_MAX, int(cols.max()) + 1, PIXELS),
-        (BOX_Y_MAX, int(rows.max()) + 1, PIXELS),
-        (MEAN_PROBABILITY, round(float(confidence), 6), NO_UNITS),
+        (BOX_X_MIN, int(box_cols.start), PIXELS),
+        (BOX_Y_MIN, int(box_rows.start), PIXELS),
+        (BOX_X_MAX, int(box_cols.stop), PIXELS),
+        (BOX_Y_MAX, int(box_rows.stop), PIXELS),
+        (MEAN_PROBABILITY, round(float(region.confidence), 6), NO_UNITS),
     ]
     return [hd.sr.Measurement(name=_code(n), value=v, unit=_code(u)) for n, v, u in values]
 
@@ -288,9 +287,7 @@ def dicom_sr_dataset(
     for region in decision.regions:
         # TID 1410 takes one ROI: the region's outline on the X-ray (what viewers draw); the measurements are
         # made on segment 1 of the SEG (TID 300 "Source of Measurement", the SEG's one frame and segment 1)
-        measurements = _region_measurements(
-            labels, region.label, region.confidence, spacing[1] if spacing else None
-        )
+        measurements = _region_measurements(labels, region, spacing[1] if spacing else None)
         for measurement in measurements:
             source = hd.sr.SourceImageForMeasurement(**seg_ref)
             source.ReferencedSOPSequence[0].ReferencedSegmentNumber = 1
