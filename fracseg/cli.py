@@ -207,10 +207,54 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_evaluate_cv(args: argparse.Namespace) -> int:
+    from fracseg.evaluation.crossval import evaluate_cv
+    from fracseg.evaluation.report import format_interval
+
+    with _progress_bar("cross-validation", args.quiet) as progress:
+        count = [0]
+
+        def tick() -> None:
+            count[0] += 1
+            progress(count[0], None)  # type: ignore[arg-type]  # total unknown
+
+        metrics = evaluate_cv(
+            args.root, args.cv, args.output, folds=args.folds, prepared=args.prepared, limit=args.limit,
+            device=args.device, bundle=args.bundle, progress=tick,
+        )  # fmt: skip
+    m = metrics["cross_fitted"]
+    px, img, inst = m["pixel"], m["image"], m["instance"]
+    lines = [
+        f"cross-validation over folds {metrics['folds']}"
+        + ("" if metrics["complete"] else " (NOT all folds: partial figures)")
+        + f": {m['fractured_images']} fractured + {m['non_fractured_images']} non-fractured held-out images",
+        "cross-fitted (rule and view chosen on the other folds), 95% bootstrap intervals:",
+        f"  Dice mean {px['dice']['mean']:.3f} ({format_interval(m['ci95'], 'dice_mean')})",
+        f"  AUROC {img['auroc']:.3f} ({format_interval(m['ci95'], 'auroc')})",
+        f"  sensitivity {img['sensitivity']:.3f} ({format_interval(m['ci95'], 'sensitivity')}), "
+        f"specificity {img['specificity']:.3f} ({format_interval(m['ci95'], 'specificity')})",
+        f"  false-positive regions per non-fractured image {inst['fp_regions_per_non_fractured_image']:.2f}, "
+        f"mask AP50 {inst['mask_ap50']:.3f}",
+        "  views chosen per fold: " + ", ".join(f"{k}: {v['view']}" for k, v in metrics["choices"].items()),
+    ]
+    for view, block in metrics["cross_fitted_by_view"].items():
+        lines.append(
+            f"  {view} alone: Dice {block['pixel']['dice']['mean']:.3f}, "
+            f"AUROC {block['image']['auroc']:.3f}, "
+            f"sens/spec {block['image']['sensitivity']:.3f}/{block['image']['specificity']:.3f}"
+        )
+    lines.append(f"release rule (chosen on all out-of-fold predictions): {metrics['release_rule']}")
+    lines.append(f"wrote {args.output}/metrics.json, per_image.csv")
+    print("\n".join(lines))
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from fracseg.evaluation import evaluate
     from fracseg.evaluation.report import format_interval
 
+    if args.cv:
+        return _cmd_evaluate_cv(args)
     predictor = _predictor(args)
     with _progress_bar(f"evaluate {args.split}", args.quiet) as progress:
         metrics = evaluate(
@@ -393,6 +437,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="also choose thresholds on this split and record them in metrics.json (valid only)",
     )
     ev.add_argument("--limit", type=int, default=None, help="first N fractured + N non-fractured images")
+    ev.add_argument(
+        "--cv",
+        default=None,
+        metavar="CV_DIR",
+        help="cross-validation: each fold model in CV_DIR/fold<k> (scripts/train_cv.py) scores its held-out "
+        "fold; rule and view chosen on the other folds; prints and writes the cross-fitted figures",
+    )
+    ev.add_argument(
+        "--folds", type=int, nargs="+", default=None, help="with --cv: folds to use (default: all trained)"
+    )
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_evaluate)
 

@@ -1,12 +1,24 @@
 """Dataset conversion (FracAtlas), datalists and caching."""
 
-from fracseg.data.datalist import load_datalist
-from fracseg.data.fracatlas import PrepareReport, ensure_prepared, negative_fold, prepare_fracatlas
+from fracseg.data.datalist import cv_items, load_datalist
+from fracseg.data.fracatlas import (
+    CV_FOLDS,
+    PrepareReport,
+    cv_fold,
+    cv_fold_keys,
+    ensure_prepared,
+    negative_fold,
+    prepare_fracatlas,
+)
 from fracseg.data.rasterize import check_polygon, rasterize_polygons
 
 __all__ = [
+    "CV_FOLDS",
     "PrepareReport",
     "check_polygon",
+    "cv_fold",
+    "cv_fold_keys",
+    "cv_items",
     "ensure_prepared",
     "load_datalist",
     "negative_fold",

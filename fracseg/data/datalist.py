@@ -33,3 +33,23 @@ def load_datalist(path: str | Path, keys: str | Sequence[str] = "training") -> l
                     item[field] = str(path.parent / item[field])
             items.append(item)
     return items
+
+
+def cv_items(
+    path: str | Path, fold: int, folds: int = 5, held_out: bool = False, fractured_repeats: int = 1
+) -> list[dict[str, Any]]:
+    """Items of cross-validation fold ``fold`` of a prepared datalist: its training folds or the held-out one.
+
+    ``fractured_repeats`` lists each fractured training image that many times, so that an epoch is not
+    mostly non-fractured images once the 2,000 negatives join (the held-out list is never repeated).
+    ``fold < 0`` trains on every fold and holds none out (the release run after cross-validation).
+    """
+    from fracseg.data.fracatlas import cv_fold_keys
+
+    train_keys, held_out_keys = cv_fold_keys(fold, folds)
+    if held_out:
+        return load_datalist(path, held_out_keys) if held_out_keys else []
+    items: list[dict[str, Any]] = []
+    for item in load_datalist(path, train_keys):
+        items.extend([item] * (max(1, int(fractured_repeats)) if item.get("fractured") else 1))
+    return items

@@ -11,7 +11,7 @@ Output (``OUT``)::
 
     OUT/masks/<image_id>.png     uint8, 0 background / 1 fracture, in the displayed (EXIF-applied) frame
     OUT/datalist.json            MONAI datalist: training, validation[, test], negatives,
-                                 negatives_train, negatives_valid, negatives_test
+                                 negatives_train, negatives_valid, negatives_test, cv_fold0..cv_fold4
     OUT/report.json              counts and every problem found
 
 Decisions: the image folder and the COCO polygons define "fractured" (``dataset.csv`` is known to be
@@ -20,6 +20,12 @@ are reported and left out of every list; negatives get an empty mask and a deter
 (``sha256(image_id) % 5``; fold 0 is ``negatives_valid``, fold 1 ``negatives_test``, folds 2-4
 ``negatives_train``) because the official split covers fractured images only. ``negatives_test`` is never
 trained on, so the withheld test split can be scored at image level (AUROC, specificity) without leakage.
+
+Cross-validation (``cv_fold0`` .. ``cv_fold4``): every image of train+valid, fractured (``training`` and
+``validation``) and non-fractured (``negatives_train`` and ``negatives_valid``), falls in fold
+``sha256("cv:" + image_id) % 5``, hashed per image and so per class (stratified up to hashing noise) and
+the same on the full release, whose ``test`` and ``negatives_test`` stay out of every fold. The hash is
+salted so that it is independent of the negatives' split hash (unsalted, fold 1 would hold none).
 """
 
 from __future__ import annotations
@@ -55,6 +61,10 @@ FLAG_COLUMNS = (*BODY_PARTS, "hardware", "multiscan", "frontal", "lateral", "obl
 NEGATIVE_FOLDS = 5
 #: Held-out negative folds; every other fold is ``negatives_train``.
 NEGATIVE_FOLD_KEYS = {0: "negatives_valid", 1: "negatives_test"}
+#: k of the k-fold cross-validation over train+valid (datalist keys ``cv_fold0`` .. ``cv_fold{k-1}``).
+CV_FOLDS = 5
+#: Version of what ``prepare_fracatlas`` writes; an older preparation is redone by ``ensure_prepared``.
+PREPARE_FORMAT = 2
 CITATION = (
     "FracAtlas: Abedeen et al., Scientific Data 10, 521 (2023), doi:10.1038/s41597-023-02432-4; "
     "data doi:10.6084/m9.figshare.22363012; CC BY 4.0"
@@ -221,6 +231,24 @@ def negative_fold(image_id: str) -> int:
     return int(hashlib.sha256(_stem(image_id).encode()).hexdigest(), 16) % NEGATIVE_FOLDS
 
 
+def cv_fold(image_id: str, folds: int = CV_FOLDS) -> int:
+    """Cross-validation fold (0..folds-1) of an image of train+valid, fixed by a salted hash of its id."""
+    return int(hashlib.sha256(f"cv:{_stem(image_id)}".encode()).hexdigest(), 16) % folds
+
+
+def cv_fold_keys(fold: int, folds: int = CV_FOLDS) -> tuple[list[str], list[str]]:
+    """Datalist keys ``(training, held_out)`` of cross-validation fold ``fold``.
+
+    ``fold < 0`` is the release run on all of train+valid: every fold trains and none is held out.
+    """
+    keys = [f"cv_fold{k}" for k in range(folds)]
+    if fold < 0:
+        return keys, []
+    if fold >= folds:
+        raise ValueError(f"cv fold {fold} out of range for {folds} folds")
+    return [k for i, k in enumerate(keys) if i != fold], [keys[fold]]
+
+
 def _write_mask(path: Path, mask: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         Image.fromarray(mask).save(tmp, format="PNG", optimize=False)
@@ -371,6 +399,7 @@ def prepare_fracatlas(
             "mask_pixels": int(mask.sum()),
             "fracture_count_csv": _flag(row, "fracture_count"),
             "fold": -1,  # negatives get 0..4 below; every entry has the same keys so batches collate
+            "cv_fold": -1,  # images of train+valid get 0..4 below
         }
         entry.update({col: _flag(row, col) for col in FLAG_COLUMNS})
         if is_fractured_dir:
@@ -380,12 +409,18 @@ def prepare_fracatlas(
                 counts["fractured_unsplit"] += 1
                 lists["fractured_unsplit"].append(entry)
             else:
+                if split != "test":
+                    entry["cv_fold"] = cv_fold(image_id)
                 lists[SPLITS[split]].append(entry)
         else:
             fold = negative_fold(image_id)
             entry["fold"] = fold
+            if NEGATIVE_FOLD_KEYS.get(fold) != "negatives_test":
+                entry["cv_fold"] = cv_fold(image_id)
             lists["negatives"].append(entry)
             lists[NEGATIVE_FOLD_KEYS.get(fold, "negatives_train")].append(entry)
+        if entry["cv_fold"] >= 0:
+            lists[f"cv_fold{entry['cv_fold']}"].append(entry)
         if progress:
             progress(done, total)
 
@@ -398,6 +433,7 @@ def prepare_fracatlas(
             "negatives_train",
             "negatives_valid",
             "negatives_test",
+            *(f"cv_fold{k}" for k in range(CV_FOLDS)),
         )
     }
     if (root / SPLIT_DIR / "test.csv").exists():
@@ -414,7 +450,7 @@ def prepare_fracatlas(
     counts["label_conflicts"] = len(report.label_conflicts)
     report.counts = dict(counts)
     # Top-level strings as in the Medical Segmentation Decathlon's dataset.json.
-    header = {"name": "FracAtlas", "licence": "CC BY 4.0", "reference": CITATION}
+    header = {"name": "FracAtlas", "licence": "CC BY 4.0", "reference": CITATION, "format": PREPARE_FORMAT}
     write_json_atomic(out / "datalist.json", {**header, **datalist})
     write_json_atomic(out / "report.json", report.to_dict())
     return report
@@ -432,9 +468,10 @@ def ensure_prepared(root: str | Path, out: str | Path) -> Path:
     if report_path.exists() and datalist.exists():
         try:
             previous = json.loads(report_path.read_text(encoding="utf-8")).get("root")
+            fmt = json.loads(datalist.read_text(encoding="utf-8")).get("format")
         except (OSError, json.JSONDecodeError):
-            previous = None
-        if previous == str(Path(root).resolve()):
+            previous = fmt = None
+        if previous == str(Path(root).resolve()) and fmt == PREPARE_FORMAT:
             logger.info("using the existing preparation in %s", out)
             return datalist
     report = prepare_fracatlas(root, out)

@@ -34,7 +34,7 @@ from fracseg.evaluation.metrics import (
     summarize,
     threshold_at_sensitivity,
 )
-from fracseg.inference.decision import DecisionRule, decide, fracture_score
+from fracseg.inference.decision import Decision, DecisionRule, decide, fracture_score
 from fracseg.inference.predictor import Predictor
 from fracseg.io import read_xray, write_csv_atomic, write_json_atomic
 
@@ -108,6 +108,35 @@ def _thumbnail(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.nda
     return np.asarray(thumb)
 
 
+def polygon_instances(
+    polygons: dict[str, list[tuple[int, list[float]]]], image_id: str, shape: tuple[int, ...]
+) -> list[np.ndarray]:
+    """The image's fracture instances: one boolean mask per COCO polygon."""
+    height, width = shape
+    return [rasterize_polygons([flat], height, width) > 0 for _, flat in polygons.get(image_id, [])]
+
+
+def measure_decision(
+    row: dict[str, Any], decision: Decision, truth: np.ndarray, instances: list[np.ndarray]
+) -> None:
+    """Fill ``row`` with the measures of one decision against its truth (pixels and instances)."""
+    result = match_instances(instances, decision.labels, [r.confidence for r in decision.regions])
+    row.update(
+        fracture_score=round(decision.fracture_score, 6),
+        fracture_present=int(decision.fracture_present),
+        gt_instances=len(instances),
+        hit_instances=sum(result.hits),
+        pred_regions=len(decision.regions),
+        fp_regions=result.false_positive_regions,
+        mask_pixels=int(decision.mask.sum()),
+        gt_pixels=int(truth.sum()),
+    )
+    if row["fractured"]:
+        row.update({k: round(v, 6) for k, v in pixel_metrics(decision.mask, truth).items()})
+        row["hd95"] = round(hd95(decision.mask, truth), 3)
+    row["_detections"] = result.detections
+
+
 def score_case(
     entry: dict[str, Any],
     split: str,
@@ -133,26 +162,9 @@ def score_case(
     if truth.shape != pred.mask.shape:
         row["error"] = f"mask {truth.shape} and prediction {pred.mask.shape} differ in size"
         return Case(row=row)
-    height, width = truth.shape
-    instances = [
-        rasterize_polygons([flat], height, width) > 0 for _, flat in polygons.get(entry["image_id"], [])
-    ]
-    result = match_instances(instances, pred.decision.labels, [r.confidence for r in pred.decision.regions])
-    row.update(
-        fracture_score=round(pred.fracture_score, 6),
-        fracture_present=int(pred.fracture_present),
-        gt_instances=len(instances),
-        hit_instances=sum(result.hits),
-        pred_regions=len(pred.decision.regions),
-        fp_regions=result.false_positive_regions,
-        mask_pixels=int(pred.mask.sum()),
-        gt_pixels=int(truth.sum()),
-    )
-    if row["fractured"]:
-        row.update({k: round(v, 6) for k, v in pixel_metrics(pred.mask, truth).items()})
-        row["hd95"] = round(hd95(pred.mask, truth), 3)
+    instances = polygon_instances(polygons, entry["image_id"], truth.shape)
+    measure_decision(row, pred.decision, truth, instances)
     row["seconds"] = round(time.perf_counter() - start, 4)
-    row["_detections"] = result.detections
     return Case(
         row=row,
         thumbnail=_thumbnail(pred.image, truth, pred.mask) if row["fractured"] else None,

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fracseg.data import load_datalist, negative_fold, prepare_fracatlas
+from fracseg.data import (
+    cv_fold,
+    cv_fold_keys,
+    cv_items,
+    ensure_prepared,
+    load_datalist,
+    negative_fold,
+    prepare_fracatlas,
+)
 from fracseg.data.cache import LoadCachedd, build_cache, cache_key, cache_settings
 from fracseg.errors import DatasetError
 from fracseg.io import TEMP_PREFIX
@@ -40,6 +48,62 @@ def test_datalists_follow_the_official_split_and_include_test(prepared) -> None:
     assert all(e["fold"] == negative_fold(e["image_id"]) for e in dl["negatives"])
     assert dl["licence"] == "CC BY 4.0" and "FracAtlas" in dl["reference"]
     assert report.counts["training"] == 3 and report.counts["test"] == 1 and report.counts["negatives"] == 2
+
+
+def test_cv_folds_cover_train_and_valid_only_each_image_once(prepared) -> None:
+    _, out, _ = prepared
+    dl = json.loads((out / "datalist.json").read_text())
+    in_folds = [e["image_id"] for k in range(5) for e in dl[f"cv_fold{k}"]]
+    negatives_test = {e["image_id"] for e in dl["negatives_test"]}
+    expected = {e["image_id"] for e in dl["training"] + dl["validation"]} | (
+        {e["image_id"] for e in dl["negatives"]} - negatives_test
+    )
+    assert sorted(in_folds) == sorted(expected)  # the official test split and negatives_test: in no fold
+    for k in range(5):
+        assert all(e["cv_fold"] == k == cv_fold(e["image_id"]) for e in dl[f"cv_fold{k}"])
+    assert all(e["cv_fold"] == -1 for e in dl["test"] + dl["negatives_test"])
+
+
+def test_cv_fold_is_a_fixed_salted_hash_independent_of_the_negative_split() -> None:
+    # pinned values: a fold must not move between machines, releases or subsets
+    assert [cv_fold(f"IMG{i:07d}") for i in range(8)] == [2, 1, 2, 2, 4, 4, 1, 2]
+    assert cv_fold("IMG0000004.jpg") == cv_fold("IMG0000004")  # the id, with or without extension
+    ids = [f"IMG{i:07d}" for i in range(4000)]
+    pairs = {(negative_fold(i), cv_fold(i)) for i in ids}
+    assert len(pairs) == 25  # every negative split meets every cv fold
+    counts = np.bincount([cv_fold(i) for i in ids], minlength=5)
+    assert counts.min() > 700 and counts.max() < 900
+
+
+def test_cv_items_hold_out_one_fold_and_repeat_fractured_training_images(prepared) -> None:
+    _, out, _ = prepared
+    datalist = out / "datalist.json"
+    all_items = {e["image_id"]: e for e in cv_items(datalist, -1)}
+    for fold in range(5):
+        train_keys, held_keys = cv_fold_keys(fold)
+        assert held_keys == [f"cv_fold{fold}"] and f"cv_fold{fold}" not in train_keys
+        held = cv_items(datalist, fold, held_out=True)
+        train = cv_items(datalist, fold, fractured_repeats=2)
+        assert {e["image_id"] for e in held}.isdisjoint(e["image_id"] for e in train)
+        assert {e["image_id"] for e in held} | {e["image_id"] for e in train} == set(all_items)
+        for image_id in {e["image_id"] for e in train}:
+            copies = sum(e["image_id"] == image_id for e in train)
+            assert copies == (2 if all_items[image_id]["fractured"] else 1)
+    assert cv_items(datalist, -1, held_out=True) == []
+    with pytest.raises(ValueError, match="out of range"):
+        cv_fold_keys(5)
+
+
+def test_an_older_preparation_without_cv_folds_is_redone(prepared) -> None:
+    root, out, _ = prepared
+    path = out / "datalist.json"
+    old = json.loads(path.read_text())
+    for k in range(5):
+        old.pop(f"cv_fold{k}")
+    old.pop("format")
+    path.write_text(json.dumps(old))
+    ensure_prepared(root, out)
+    assert "cv_fold0" in json.loads(path.read_text())
 
 
 def test_entries_carry_body_part_flags_and_sizes(prepared) -> None:

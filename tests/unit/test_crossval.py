@@ -1,0 +1,109 @@
+"""Cross-fitting (fracseg.evaluation.crossval): nothing about a fold is chosen on that fold."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from monai.bundle import ConfigParser
+
+from fracseg.data import prepare_fracatlas
+from fracseg.evaluation.crossval import VIEWS, FoldCase, crossfit_folds, release_rule
+from tests.helpers.fracatlas_layout import make_layout
+
+SIZE = 48
+
+
+def _case(fold: int, index: int, fractured: bool, rng: np.random.Generator) -> FoldCase:
+    truth = np.zeros((SIZE, SIZE), dtype=bool)
+    plain = rng.uniform(0.0, 0.3, (SIZE, SIZE)).astype(np.float32)
+    if fractured:
+        y, x = rng.integers(8, SIZE - 16, 2)
+        truth[y : y + 8, x : x + 8] = True
+        plain[y : y + 8, x + 1 : x + 9] = rng.uniform(0.5, 0.95)  # a shifted, partly right blob
+    else:
+        y, x = rng.integers(0, SIZE - 4, 2)
+        plain[y : y + 4, x : x + 4] = rng.uniform(0.2, 0.7)  # a false speck of varying strength
+    mirror = (plain + np.fliplr(np.fliplr(plain) * 0.9)) / 2
+    entry = {"image_id": f"I{fold}_{index}", "fractured": int(fractured), "body_part": "hand"}
+    maps = {"plain": plain.astype(np.float16), "mirror": mirror.astype(np.float16)}
+    return FoldCase(entry, fold, truth, [truth] if fractured else [], maps)
+
+
+def _cases(seed: int = 0) -> list[FoldCase]:
+    rng = np.random.default_rng(seed)
+    return [_case(f, i, i % 2 == 0, rng) for f in range(3) for i in range(12)]
+
+
+def test_every_image_is_decided_once_by_a_rule_chosen_without_its_fold() -> None:
+    cases = _cases()
+    result = crossfit_folds(cases, [0, 1, 2])
+    rows = result["rows"]
+    assert sorted(r.row["image_id"] for r in rows) == sorted(c.entry["image_id"] for c in cases)
+    assert result["cross_fitted"]["fractured_images"] == 18
+    assert set(result["choices"]) == {0, 1, 2}
+    assert all(result["choices"][k]["view"] in VIEWS for k in (0, 1, 2))
+    # change only fold 0's maps: fold 0's rule and view stay; the rules chosen on fold 0 may move
+    changed = [
+        FoldCase(
+            c.entry,
+            c.fold,
+            c.truth,
+            c.instances,
+            {k: (v * 0.5).astype(np.float16) for k, v in c.maps.items()},
+        )
+        if c.fold == 0
+        else c
+        for c in cases
+    ]
+    again = crossfit_folds(changed, [0, 1, 2])
+    assert again["choices"][0] == result["choices"][0]
+    assert again["choices"][1] != result["choices"][1] or again["choices"][2] != result["choices"][2]
+    # fold 0's own rows did change (its maps were halved), so the figures are measured on fold 0's maps
+    before = {r.row["image_id"]: r.row["fracture_score"] for r in rows}
+    after = {r.row["image_id"]: r.row["fracture_score"] for r in again["rows"]}
+    assert all(after[i] < before[i] for i in before if i.startswith("I0_"))
+
+
+def test_cross_fitted_figures_carry_intervals_and_the_release_rule_uses_every_fold() -> None:
+    cases = _cases(1)
+    result = crossfit_folds(cases, [0, 1, 2])
+    block = result["cross_fitted"]
+    low, high = block["ci95"]["dice_mean"]
+    assert low <= block["pixel"]["dice"]["mean"] <= high
+    assert 0.0 <= block["image"]["auroc"] <= 1.0
+    assert set(result["cross_fitted_by_view"]) == set(VIEWS)
+    rule = release_rule(cases)
+    assert rule["view"] in VIEWS and rule["mirror"] == (rule["view"] == "mirror")
+    assert 0.0 < rule["threshold"] < 1.0
+
+
+def test_unreadable_held_out_image_is_a_row_with_its_error() -> None:
+    cases = _cases(2)
+    bad = FoldCase({"image_id": "BAD", "fractured": 1}, 1, np.zeros((1, 1), bool), [], {}, error="truncated")
+    result = crossfit_folds([*cases, bad], [0, 1, 2])
+    assert result["cross_fitted"]["errors"] == [{"image_id": "BAD", "error": "truncated"}]
+
+
+@pytest.mark.parametrize("fold", [0, 3, -1])
+def test_train_cv_config_trains_on_the_other_folds_and_holds_one_out(tmp_path, fold) -> None:
+    out = tmp_path / "prepared"
+    prepare_fracatlas(make_layout(tmp_path / "FracAtlas"), out)
+    parser = ConfigParser()
+    parser.read_config(
+        ["bundle/configs/train.json", "bundle/configs/train_cpu.json", "bundle/configs/train_cv.json"]
+    )
+    parser.update({"cv_fold": fold, "cv_dir": str(tmp_path / "cv"), "datalist": str(out / "datalist.json")})
+    train = parser.get_parsed_content("train#dataset#data")
+    held = parser.get_parsed_content("validate#dataset#data")
+    dl = json.loads((out / "datalist.json").read_text())
+    expect_held = {e["image_id"] for e in dl[f"cv_fold{max(fold, 0)}"]}
+    assert {e["image_id"] for e in held} == expect_held
+    if fold >= 0:
+        assert not expect_held & {e["image_id"] for e in train}
+        assert parser.get_parsed_content("output_dir") == str(tmp_path / "cv" / f"fold{fold}")
+    else:  # the release run trains on every fold (its validation fold is in-sample, for the curve only)
+        assert {e["image_id"] for e in train} >= expect_held
+        assert parser.get_parsed_content("output_dir") == str(tmp_path / "cv" / "release")
+    assert parser.get_parsed_content("fit_lr_to_budget") is False
