@@ -238,10 +238,12 @@ def _inference_config(bundle: Path) -> dict:
     return json.loads((bundle / "configs" / "inference.json").read_text())
 
 
-def _write_inference_config(bundle: Path, updates: dict) -> None:
+def _write_inference_config(bundle: Path, updates: dict, rule: dict | None = None) -> None:
+    """Top-level ``updates`` and the ``decision_rule``'s values ``rule`` into the bundle's inference.json."""
     path = bundle / "configs" / "inference.json"
     config = json.loads(path.read_text())
     config.update(updates)
+    config["decision_rule"].update(rule or {})
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(config, indent=4) + "\n")
     os.replace(tmp, path)
@@ -348,7 +350,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         "evaluate_calibrate", [*evaluate, "-o", str(work / "eval_calibrate"), "--calibrate"], 600, env
     ):
         calibration = json.loads((work / "eval_calibrate" / "metrics.json").read_text())["calibration"]
-        _write_inference_config(bundle, {k: calibration[k] for k in RULE_KEYS})
+        _write_inference_config(bundle, {}, rule={k: calibration[k] for k in RULE_KEYS})
         steps.run("evaluate_valid", [*evaluate, "-o", str(work / "eval_valid")], 600, env)
     bench_infer = [*_python(), "scripts/bench_infer.py", "--device", device, "--data", str(data)]
     bench_infer += ["--bundle", str(bundle)]
@@ -421,14 +423,18 @@ def _finish(work: Path, out: Path, steps: Steps, name: str, extra: list[Path]) -
 def cmd_apply(args: argparse.Namespace) -> int:
     """Install a fetched model and its network/rule keys into ``bundle/`` (then update the docs by hand)."""
     fetched = json.loads(Path(args.inference_json).read_text())
-    updates = {k: fetched[k] for k in (*MODEL_KEYS, *RULE_KEYS) if k in fetched}
+    updates = {k: fetched[k] for k in MODEL_KEYS if k in fetched}
+    rule = {k: fetched["decision_rule"][k] for k in RULE_KEYS if k in fetched.get("decision_rule", {})}
     bundle = Path(args.bundle)
     target = bundle / "models" / "model.pt"
     tmp = target.with_suffix(".pt.tmp")
     shutil.copy2(args.model, tmp)
     os.replace(tmp, target)
-    _write_inference_config(bundle, updates)
-    print(f"installed {target} and {json.dumps(updates)} into {bundle}/configs/inference.json")
+    _write_inference_config(bundle, updates, rule)
+    print(
+        f"installed {target} and {json.dumps({**updates, 'decision_rule': rule})} "
+        f"into {bundle}/configs/inference.json"
+    )
     return 0
 
 

@@ -21,6 +21,7 @@ import torch
 from monai.inferers import Inferer
 from monai.networks.nets import UNet
 
+from fracseg.inference.decision import DecisionRule
 from fracseg.inference.recheck import Fp32Recheck, display_shapes
 from fracseg.inference.views import affine_view, head_view_averaged, mirror_averaged, parse_views
 from fracseg.io import file_sha256
@@ -50,17 +51,14 @@ class GuidedInferer(Inferer):
         precision: ``"auto"``, ``"bf16"`` or ``"fp32"``.
         mirror: average the probabilities with those of the left-right mirrored input
             (:func:`mirror_averaged`).
-        score_threshold: the decision rule's image threshold on the top-pixel score; ``None`` (and no
-            ``image_head_threshold``) turns the fp32 re-check off.
-        score_top_pixels: the decision rule's score summary
-            (:func:`fracseg.inference.decision.fracture_score`).
+        rule: the bundle's decision rule (``"rule": "@decision_rule"``): the re-check's band is centred on
+            its image threshold (``image_head_threshold`` where the head answers, else ``score_threshold``
+            on its ``score_top_pixels`` summary); ``None`` turns the fp32 re-check off.
         fp32_margin: half-width of the band around the image threshold re-computed in fp32 (0: off).
         image_head: the image-level head file (:mod:`fracseg.networks.image_head`): attached to the network
             on its first call when it was fitted for ``weights``; the logits then get a second channel,
             the image's fracture logit, which the decision rule uses as ``fracture_score``.
         weights: the generator weights file the network holds (for the head's check); ``None``: no check.
-        image_head_threshold: the rule's image threshold on the head's probability (the re-check's band
-            is centred on it when the head answers).
         head_views: extra ``(degrees, scale)`` views whose head probabilities are averaged with the
             input's (:func:`head_view_averaged`; automatic segmentation with the head only, each view
             mirrored when ``mirror``); empty: none.
@@ -75,12 +73,10 @@ class GuidedInferer(Inferer):
         in_channels: int = GENERATOR_IN_CHANNELS,
         precision: str = "fp32",
         mirror: bool = False,
-        score_threshold: float | None = None,
-        score_top_pixels: int = 1,
+        rule: DecisionRule | None = None,
         fp32_margin: float = 0.0,
         image_head: str | os.PathLike[str] | None = None,
         weights: str | os.PathLike[str] | None = None,
-        image_head_threshold: float | None = None,
         head_views: Sequence[Sequence[float]] = (),
         fp32_own_view: bool = False,
     ) -> None:
@@ -89,7 +85,12 @@ class GuidedInferer(Inferer):
         self.precision = precision
         self.mirror = bool(mirror)
         #: the fp32 re-check, with the rule's thresholds and the margin it uses
-        self.recheck = Fp32Recheck(fp32_margin, score_threshold, score_top_pixels, image_head_threshold)
+        self.rule = rule
+        self.recheck = (
+            Fp32Recheck(fp32_margin, rule.score_threshold, rule.score_top_pixels, rule.image_head_threshold)
+            if rule is not None
+            else Fp32Recheck(fp32_margin)
+        )
         self.image_head = None if image_head is None else Path(image_head)
         self.weights = None if weights is None else Path(weights)
         self.head_views = parse_views(head_views)

@@ -190,9 +190,9 @@ class Predictor:
         if spatial_size is not None:
             overrides["spatial_size"] = int(spatial_size)
         if rule is not None:
-            overrides.update(rule.to_dict())
+            overrides.update({f"decision_rule#{k}": v for k, v in rule.to_dict().items()})
         elif threshold is not None:
-            overrides["threshold"] = float(threshold)
+            overrides["decision_rule#threshold"] = float(threshold)
         if precision is not None:
             overrides["precision"] = precision
         if mirror is not None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fracseg.inference.bundle import DEFAULT_BUNDLE, inference_config
+from fracseg.inference.decision import DecisionRule
 from fracseg.inference.inferer import GuidedInferer, affine_view, head_view_averaged, parse_views
 from fracseg.networks.image_head import FeatureTap, attach_image_head, has_image_head
 from tests.helpers.image_head import letterboxed, random_head, tiny_generator
@@ -110,7 +111,11 @@ def test_fp32_recheck_recomputes_every_view() -> None:
         score = float(torch.sigmoid(GuidedInferer(mirror=True, head_views=VIEWS)(x, network)[0, 1, 0, 0]))
     passes = _counting(network)
     bf16 = GuidedInferer(
-        precision="bf16", mirror=True, image_head_threshold=score, fp32_margin=0.05, head_views=VIEWS
+        precision="bf16",
+        mirror=True,
+        rule=DecisionRule(image_head_threshold=score),
+        fp32_margin=0.05,
+        head_views=VIEWS,
     )
     with torch.no_grad():
         rechecked = bf16(x, network)
@@ -177,7 +182,11 @@ def test_fp32_own_view_without_extra_views_is_fp32_and_needs_no_recheck() -> Non
         exact = GuidedInferer(mirror=True)(x, network)
         score = float(torch.sigmoid(exact[0, 1, 0, 0]))
         inferer = GuidedInferer(
-            precision="bf16", mirror=True, image_head_threshold=score, fp32_margin=0.05, fp32_own_view=True
+            precision="bf16",
+            mirror=True,
+            rule=DecisionRule(image_head_threshold=score),
+            fp32_margin=0.05,
+            fp32_own_view=True,
         )
         out = inferer(x, network)
     assert inferer.rechecked == 0  # nothing came from bf16, so nothing is borderline

@@ -162,11 +162,15 @@ def test_inferer_attaches_the_head_and_rechecks_on_its_score(tmp_path) -> None:
         logits = inferer(x, network)
     assert logits.shape == (1, 2, 64, 64) and has_image_head(network)
     score = float(torch.sigmoid(logits[0, 1, 0, 0]))
-    bf16 = GuidedInferer(precision="bf16", mirror=True, image_head_threshold=score, fp32_margin=0.01)
+    bf16 = GuidedInferer(
+        precision="bf16", mirror=True, rule=DecisionRule(image_head_threshold=score), fp32_margin=0.01
+    )
     with torch.no_grad():
         bf16(x, network)
     assert bf16.rechecked == 1  # the head's score sits on its threshold: redone in fp32
-    far = GuidedInferer(precision="bf16", mirror=True, image_head_threshold=score + 0.3, fp32_margin=0.01)
+    far = GuidedInferer(
+        precision="bf16", mirror=True, rule=DecisionRule(image_head_threshold=score + 0.3), fp32_margin=0.01
+    )
     with torch.no_grad():
         far(x, network)
     assert far.rechecked == 0

@@ -20,11 +20,13 @@ RAW = json.loads((DEFAULT_BUNDLE / INFERENCE_CONFIG).read_text())
 def test_the_config_builds_one_rule_that_the_post_processing_applies() -> None:
     parser = inference_config()
     rule = parser.get_parsed_content("decision_rule")
-    assert rule == DecisionRule.from_config(RAW)
+    assert rule == DecisionRule.from_config(RAW["decision_rule"])
+    assert not set(rule.to_dict()) & set(RAW)  # its values live in it, not in loose top-level keys
     deciders = [
         t for t in parser.get_parsed_content("postprocessing").transforms if isinstance(t, FractureDecisiond)
     ]
     assert len(deciders) == 1 and deciders[0].rule is rule
+    assert parser.get_parsed_content("inferer").rule is rule  # the inferer's fp32 re-check uses the same one
 
 
 def test_predictor_parts_are_the_configs_and_arguments_override_it() -> None:

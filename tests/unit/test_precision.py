@@ -10,6 +10,7 @@ import torch
 
 from fracseg import precision as precision_module
 from fracseg.engines import ConditionalGanTrainer, GanSettings
+from fracseg.inference.decision import DecisionRule
 from fracseg.inference.inferer import GuidedInferer
 from fracseg.losses import AdversarialLoss, SegmentationLoss
 from fracseg.networks import build_discriminator, build_generator
@@ -76,7 +77,10 @@ def test_bf16_answer_near_the_image_threshold_is_recomputed_in_fp32() -> None:
         assert abs(scores[0] - scores[1]) > 1e-3
         margin = abs(scores[0] - scores[1]) / 2
         guarded = GuidedInferer(
-            precision="bf16", mirror=True, score_threshold=scores[0], score_top_pixels=16, fp32_margin=margin
+            precision="bf16",
+            mirror=True,
+            rule=DecisionRule(score_threshold=scores[0], score_top_pixels=16),
+            fp32_margin=margin,
         )
         out = guarded(x, net)
         assert guarded.rechecked == 1
@@ -89,7 +93,9 @@ def test_bf16_answer_near_the_image_threshold_is_recomputed_in_fp32() -> None:
         assert torch.equal(guarded(x, net, display_shapes=[(64, 64), (64, 64)]), out)
         assert guarded.rechecked == 2
     # the displayed image's top 256 pixels at letterbox scale (longest side -> 512); unknown size: as given
-    inferer = GuidedInferer(precision="bf16", score_threshold=0.5, score_top_pixels=256, fp32_margin=0.02)
+    inferer = GuidedInferer(
+        precision="bf16", rule=DecisionRule(score_threshold=0.5, score_top_pixels=256), fp32_margin=0.02
+    )
     assert inferer.recheck.top_pixels(512, (373, 454)) == 326  # FracAtlas JPEG, upsampled
     assert inferer.recheck.top_pixels(512, (1976, 1576)) == 17  # CR DICOM, downsampled
     assert inferer.recheck.top_pixels(512, None) == 256
