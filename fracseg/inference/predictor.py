@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, Invertd
+from monai.transforms import Compose, CopyItemsd, Invertd
 
 from fracseg.errors import find_fracseg_error
 from fracseg.inference.bundle import DEFAULT_BUNDLE, inference_config
@@ -74,7 +74,10 @@ def split_preprocessing(preprocessing: Compose) -> tuple[Compose, Compose]:
     if [type(t) for t in transforms[: len(loading)]] != loading:
         names = [t.__name__ for t in loading]
         raise ValueError(f"inference.json preprocessing must start with {names}, got {transforms}")
-    return Compose(transforms[: len(loading)]), Compose(transforms[len(loading) :])
+    cut = len(loading)
+    if cut < len(transforms) and isinstance(transforms[cut], CopyItemsd):
+        cut += 1  # the copy of the displayed-size X-ray the bundle's overlay is drawn on: part of loading
+    return Compose(transforms[:cut]), Compose(transforms[cut:])
 
 
 class Predictor:

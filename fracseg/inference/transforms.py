@@ -78,7 +78,8 @@ class SaveResultsd(MapTransform):
     Args:
         keys: the binary mask key (``(1, H, W)`` at the input's displayed size).
         output_dir: destination folder.
-        image_key: the normalised X-ray restored to the displayed size (for the overlay).
+        image_key: the normalised X-ray at the displayed size (for the overlay): ``original``, kept by the
+            bundle's pre-processing before the letterbox (the image ``fracseg infer`` draws on).
         overlay: also write the overlay PNG.
         inputs: the files/folders the datalist was made from (the config's ``input``): results are then
             named exactly as ``fracseg infer`` names them (sub-folders kept, colliding names made

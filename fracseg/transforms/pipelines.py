@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from monai.transforms import AsDiscreted, Compose, MapTransform, Resized, SpatialPadd
+from monai.transforms import AsDiscreted, Compose, CopyItemsd, MapTransform, Resized, SpatialPadd
 
 from fracseg.transforms.antialias import AntiAliasd
 from fracseg.transforms.dictionary import NormalizeXrayd
@@ -61,10 +61,17 @@ def preprocessing_transforms(
     image_key: str = "image",
     label_key: str | None = None,
     spatial_size: int = DEFAULT_SPATIAL_SIZE,
+    keep_original: str | None = None,
 ) -> list[MapTransform]:
-    """The deterministic pre-processing list (load, normalise, letterbox) for images and optional labels."""
+    """The deterministic pre-processing list (load, normalise, letterbox) for images and optional labels.
+
+    ``keep_original``: also keep the normalised X-ray at its displayed size under this key (before the
+    letterbox), the image ``fracseg infer`` draws its overlay on, so the bundle's overlay is the same.
+    """
+    keep = [CopyItemsd(keys=image_key, names=keep_original)] if keep_original else []
     return [
         *loading_transforms(image_key, label_key),
+        *keep,
         *letterbox_transforms([image_key], [label_key] if label_key is not None else [], spatial_size),
     ]
 

@@ -297,8 +297,8 @@ def test_inference_config_writes_masks_at_input_size(trained_model, tmp_path) ->
 
 def assert_same_outputs(bundle_out: Path, cli_out: Path) -> None:
     """The bundle run's and ``fracseg infer``'s results are identical: each mask PNG byte for byte, and every
-    ``predictions.csv`` column but the timing (scores as both write them, 6 decimals). Overlays are not
-    compared: the bundle's shows the X-ray its ``Invertd`` restored, the CLI's the X-ray as read."""
+    ``predictions.csv`` column but the timing (scores as both write them, 6 decimals), and each overlay PNG
+    byte for byte (both drawn on the X-ray as read, at its displayed size)."""
     bundle_rows = list(csv.DictReader((bundle_out / "predictions.csv").open()))
     cli_rows = list(csv.DictReader((cli_out / "predictions.csv").open()))
     assert len(bundle_rows) == len(cli_rows) == len(list(bundle_out.glob("*_mask.png"))) > 0
@@ -312,6 +312,8 @@ def assert_same_outputs(bundle_out: Path, cli_out: Path) -> None:
     assert by_image(bundle_rows) == by_image(cli_rows)
     for row in bundle_rows:
         assert (bundle_out / row["mask"]).read_bytes() == (cli_out / row["mask"]).read_bytes(), row["mask"]
+        overlay = row["mask"].replace("_mask.png", "_overlay.png")
+        assert (bundle_out / overlay).read_bytes() == (cli_out / overlay).read_bytes(), overlay
 
 
 def test_shipped_bundle_run_and_fracseg_infer_give_identical_outputs(tmp_path) -> None:

@@ -12,7 +12,7 @@ from fracseg.inference.decision import DecisionRule
 from fracseg.inference.inferer import GuidedInferer
 from fracseg.inference.predictor import Predictor, split_preprocessing
 from fracseg.inference.transforms import FractureDecisiond
-from fracseg.transforms import letterbox_transforms, loading_transforms
+from fracseg.transforms import letterbox_transforms, loading_transforms, preprocessing_transforms
 
 RAW = json.loads((DEFAULT_BUNDLE / INFERENCE_CONFIG).read_text())
 
@@ -51,3 +51,8 @@ def test_preprocessing_must_start_by_loading() -> None:
     assert len(load.transforms) == 2 and len(letterbox.transforms) == 3
     with pytest.raises(ValueError, match="must start with"):
         split_preprocessing(Compose(letterbox_transforms()))
+    # the bundle's copy of the displayed-size X-ray (its overlay's background) belongs to loading
+    shipped = inference_config().get_parsed_content("preprocessing")
+    load, letterbox = split_preprocessing(shipped)
+    assert len(load.transforms) == 3 and len(letterbox.transforms) == 3
+    assert Compose(preprocessing_transforms(keep_original="original")).transforms[2].names == ("original",)
