@@ -42,7 +42,7 @@ from fracseg.evaluation.evaluate import (
 )
 from fracseg.inference.decision import DecisionRule, decide
 from fracseg.inference.predictor import Predictor
-from fracseg.io import read_xray, write_csv_atomic, write_json_atomic
+from fracseg.io import atomic_path, read_xray, write_csv_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -103,14 +103,59 @@ def view_merit(chosen: dict[str, Any]) -> float:
     return float(dice + auroc)
 
 
+def _load_cached(path: Path, weights_sha256: str, ids: list[str]) -> dict[str, Any] | None:
+    """A fold's saved maps when they were made by the same weights for the same images, else ``None``."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            meta = json.loads(str(saved["meta"]))
+            if meta.get("weights_sha256") != weights_sha256 or meta.get("ids") != ids:
+                return None
+            return {"errors": meta["errors"], **{k: saved[k] for k in saved.files if k != "meta"}}
+    except (OSError, ValueError, KeyError) as exc:
+        logger.warning("%s: not reused (%s)", path, exc)
+        return None
+
+
+def _save_cached(path: Path, weights_sha256: str, ids: list[str], cases: list[FoldCase]) -> None:
+    arrays = {f"{c.entry['image_id']}__{v}": c.maps[v] for c in cases if not c.error for v in VIEWS}
+    errors = {c.entry["image_id"]: c.error for c in cases if c.error}
+    meta = json.dumps({"weights_sha256": weights_sha256, "ids": ids, "errors": errors})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, meta=np.array(meta), **arrays)
+
+
 @torch.inference_mode()
 def predict_fold(
-    predictor: Predictor, entries: list[dict[str, Any]], fold: int, polygons: dict, progress: Callable | None
+    predictor: Predictor,
+    entries: list[dict[str, Any]],
+    fold: int,
+    polygons: dict,
+    progress: Callable | None,
+    cache: Path | None = None,
 ) -> list[FoldCase]:
-    """Both views' probability maps of each held-out image (two network passes: image and mirror)."""
+    """Both views' probability maps of each held-out image (two network passes: image and mirror).
+
+    ``cache``: an ``.npz`` where the maps are kept, keyed by the weights' SHA-256 and the image ids, so that
+    adding a fold later (or a killed evaluation) does not predict the finished folds again."""
+    ids = [e["image_id"] for e in entries]
+    saved = _load_cached(cache, predictor.weights_sha256, ids) if cache is not None else None
+    if saved is not None:
+        logger.info("fold %d: out-of-fold maps reused from %s (same weights, same images)", fold, cache)
     cases = []
     for entry in entries:
         truth = read_xray(entry["label"]).array > 0
+        if saved is not None:
+            image_id = entry["image_id"]
+            if image_id in saved["errors"]:
+                cases.append(FoldCase(entry, fold, truth, [], {}, error=saved["errors"][image_id]))
+            else:
+                maps = {v: saved[f"{image_id}__{v}"] for v in VIEWS}
+                instances = polygon_instances(polygons, image_id, truth.shape)
+                cases.append(FoldCase(entry, fold, truth, instances, maps))
+            continue
         try:
             prepared = predictor.prepare(entry["image"])
         except FracsegError as exc:
@@ -133,6 +178,8 @@ def predict_fold(
         )
         if progress:
             progress()
+    if cache is not None and saved is None:
+        _save_cached(cache, predictor.weights_sha256, ids, cases)
     return cases
 
 
@@ -210,8 +257,9 @@ def evaluate_cv(
     Args:
         root: FracAtlas release layout (the full release works unchanged; its test split is never used).
         cv_dir: the folder ``scripts/train_cv.py`` trained into (``fold0`` .. ``fold4``).
-        out: output folder: ``metrics.json`` (cross-fitted figures, choices, release rule) and
-            ``per_image.csv`` (every held-out image, decided by its fold's rule and view).
+        out: output folder: ``metrics.json`` (cross-fitted figures, choices, release rule),
+            ``per_image.csv`` (every held-out image, decided by its fold's rule and view) and
+            ``out_of_fold/fold<k>.npz`` (the maps, reused while the fold's weights are the same).
         folds: the folds to use (default: every fold with a checkpoint); fewer than all is reported as such.
         prepared: the preparation the folds were trained from (default ``<cv_dir>/prepared``).
         limit: first ``limit`` fractured and ``limit`` non-fractured images per fold (smoke runs).
@@ -243,7 +291,8 @@ def evaluate_cv(
                 e for e in entries if not e["fractured"]
             ][:limit]
         logger.info("fold %d: %d held-out images, weights %s", fold, len(entries), weights)
-        cases.extend(predict_fold(predictor, entries, fold, polygons, progress))
+        cache = out / "out_of_fold" / f"fold{fold}.npz"
+        cases.extend(predict_fold(predictor, entries, fold, polygons, progress, cache))
     predicted = time.perf_counter() - started
     result = crossfit_folds(cases, folds)
     rows = result.pop("rows")

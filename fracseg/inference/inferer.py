@@ -53,7 +53,9 @@ class GuidedInferer(Inferer):
             (:func:`mirror_averaged`).
         rule: the bundle's decision rule (``"rule": "@decision_rule"``): the re-check's band is centred on
             its image threshold (``image_head_threshold`` where the head answers, else ``score_threshold``
-            on its ``score_top_pixels`` summary); ``None`` turns the fp32 re-check off.
+            on its ``score_top_pixels`` summary); ``None`` turns the fp32 re-check off. Configs before
+            bundle 0.10.3 give ``score_threshold``, ``score_top_pixels`` and ``image_head_threshold``
+            instead (accepted as ``rule_settings``).
         fp32_margin: half-width of the band around the image threshold re-computed in fp32 (0: off).
         image_head: the image-level head file (:mod:`fracseg.networks.image_head`): attached to the network
             on its first call when it was fitted for ``weights``; the logits then get a second channel,
@@ -79,18 +81,23 @@ class GuidedInferer(Inferer):
         weights: str | os.PathLike[str] | None = None,
         head_views: Sequence[Sequence[float]] = (),
         fp32_own_view: bool = False,
+        **rule_settings: Any,
     ) -> None:
         super().__init__()
+        legacy = {"score_threshold", "score_top_pixels", "image_head_threshold"}
+        if rule_settings and (rule is not None or not set(rule_settings) <= legacy):
+            raise TypeError(f"GuidedInferer: unexpected arguments {sorted(rule_settings)}")
         self.in_channels = in_channels
         self.precision = precision
         self.mirror = bool(mirror)
         #: the fp32 re-check, with the rule's thresholds and the margin it uses
         self.rule = rule
-        self.recheck = (
-            Fp32Recheck(fp32_margin, rule.score_threshold, rule.score_top_pixels, rule.image_head_threshold)
+        gate = (
+            {k: getattr(rule, k) for k in ("score_threshold", "score_top_pixels", "image_head_threshold")}
             if rule is not None
-            else Fp32Recheck(fp32_margin)
+            else rule_settings  # configs before bundle 0.10.3 (an app's kept copy) give the thresholds
         )
+        self.recheck = Fp32Recheck(fp32_margin, **gate)
         self.image_head = None if image_head is None else Path(image_head)
         self.weights = None if weights is None else Path(weights)
         self.head_views = parse_views(head_views)

@@ -156,3 +156,9 @@ def test_evaluate_cv_scores_each_held_out_fold_with_its_own_model(prepared, shar
     for row in rows:
         image_id, split = row.split(",")[:2]
         assert split == f"cv_fold{fold_of[image_id]}" and fold_of[image_id] in (0, 2)
+    # run again: the maps of each fold are reused (same weights, same images), the answers are the same
+    assert sorted(p.name for p in (result / "out_of_fold").iterdir()) == ["fold0.npz", "fold2.npz"]
+    again = subprocess.run(proc.args, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("out-of-fold maps reused") == 2
+    assert (result / "per_image.csv").read_text().splitlines()[1:] == rows

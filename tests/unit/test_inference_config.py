@@ -56,3 +56,17 @@ def test_preprocessing_must_start_by_loading() -> None:
     load, letterbox = split_preprocessing(shipped)
     assert len(load.transforms) == 3 and len(letterbox.transforms) == 3
     assert Compose(preprocessing_transforms(keep_original="original")).transforms[2].names == ("original",)
+
+
+def test_an_app_copy_of_an_older_config_still_builds_its_inferer() -> None:
+    """A MONAI Label app keeps its bundle copy when its weights were fine-tuned; configs before 0.10.3 give
+    the inferer the rule's thresholds as loose arguments: the same fp32 re-check results."""
+    old = GuidedInferer(
+        score_threshold=0.07, score_top_pixels=256, image_head_threshold=0.42, fp32_margin=0.02
+    )
+    rule = DecisionRule(score_threshold=0.07, score_top_pixels=256, image_head_threshold=0.42)
+    assert old.recheck == GuidedInferer(rule=rule, fp32_margin=0.02).recheck
+    with pytest.raises(TypeError, match="unexpected arguments"):
+        GuidedInferer(rule=rule, score_threshold=0.1)
+    with pytest.raises(TypeError, match="unexpected arguments"):
+        GuidedInferer(thresold=0.1)
