@@ -71,7 +71,8 @@ def test_release_rehearsal_produces_an_installable_model(devdata: Path, tmp_path
     assert 0.0 <= summary["eval_valid"]["dice_mean"] <= 1.0
     config = json.loads((out / "inference.json").read_text())
     assert config["generator_channels"] == [4, 8, 16, 32, 64] and config["spatial_size"] == 128
-    assert config["score_top_pixels"] == summary["eval_calibrate"]["calibration"]["score_top_pixels"]
+    calibration = summary["eval_calibrate"]["calibration"]
+    assert config["decision_rule"]["score_top_pixels"] == calibration["score_top_pixels"]
     with tarfile.open(out / "release.tar.gz") as tar:
         names = set(tar.getnames())
     assert {"release/train.log", "release/eval_valid/metrics.json", "release/bench_infer.log"} <= names
