@@ -17,27 +17,17 @@ import argparse
 import datetime as dt
 import json
 import logging
-import platform
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 from fracseg.engines.resume import checkpoints_newest_first
+from fracseg.precision import cpu_description
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ["bundle/configs/train.json", "bundle/configs/train_cpu.json", "bundle/configs/train_cv.json"]
 logger = logging.getLogger("train_cv")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def fold_dir(cv_dir: Path, fold: int) -> Path:
@@ -98,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             *args.extra,
         ]  # fmt: skip
         with (args.cv_dir / "commands.log").open("a", encoding="utf-8") as log:
-            log.write(f"{dt.datetime.now().isoformat(timespec='seconds')} [{cpu_name()}] {shlex.join(cmd)}\n")
+            stamp = dt.datetime.now().isoformat(timespec="seconds")
+            log.write(f"{stamp} [{cpu_description()}] {shlex.join(cmd)}\n")
         logger.info("fold %d: %s", fold, shlex.join(cmd))
         out = fold_dir(args.cv_dir, fold)
         out.mkdir(parents=True, exist_ok=True)
