@@ -3,7 +3,10 @@
 Each fold is the bundle's own command (``train.json`` + ``train_cpu.json`` + ``train_cv.json``,
 ``--cv_fold K``), so a fold stopped by ``--until`` (or killed) resumes bit-identically from its last
 epoch checkpoint when this script runs again: finished folds are skipped, the first unfinished one
-continues. Every command is appended to ``<cv_dir>/commands.log`` with the time and the CPU.
+continues. Every command is appended to ``<cv_dir>/commands.log`` with the time and the CPU. A finished
+fold's last epoch is exported to ``<cv_dir>/fold<k>/model.pt`` (``scripts/export_model.py``), the file
+``fracseg evaluate --cv`` reads once the checkpoints are gone (how finished folds are kept between sittings
+on different machines).
 
     python scripts/train_cv.py --until 21:05                    # folds 0-4, then the release run
     python scripts/train_cv.py --folds 0 1 --no-release --until 20:30 -- --seed 1   # extra bundle args
@@ -101,7 +104,19 @@ def main(argv: list[str] | None = None) -> int:
         if not finished(args.cv_dir, fold, epochs):
             logger.info("fold %d: stopped by the time budget; run this again to continue", fold)
             return 0
+        rc = export_last_epoch(args.cv_dir, fold)
+        if rc != 0:
+            return rc
     return 0
+
+
+def export_last_epoch(cv_dir: Path, fold: int) -> int:
+    """Write the fold's last epoch generator to ``fold<k>/model.pt`` (fp32, as trained)."""
+    source = checkpoints_newest_first(fold_dir(cv_dir, fold) / "checkpoints")[0]
+    target = fold_dir(cv_dir, fold) / "model.pt"
+    cmd = [sys.executable, str(ROOT / "scripts" / "export_model.py"), str(source), str(target)]
+    logger.info("fold %d: %s", fold, shlex.join(cmd))
+    return subprocess.call(cmd, cwd=ROOT)
 
 
 if __name__ == "__main__":

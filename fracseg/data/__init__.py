@@ -1,6 +1,6 @@
 """Dataset conversion (FracAtlas), datalists and caching."""
 
-from fracseg.data.datalist import cv_items, load_datalist
+from fracseg.data.datalist import cv_items, load_datalist, negative_share_weights
 from fracseg.data.fracatlas import (
     CV_FOLDS,
     PrepareReport,
@@ -22,6 +22,7 @@ __all__ = [
     "ensure_prepared",
     "load_datalist",
     "negative_fold",
+    "negative_share_weights",
     "prepare_fracatlas",
     "rasterize_polygons",
 ]

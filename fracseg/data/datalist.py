@@ -35,13 +35,9 @@ def load_datalist(path: str | Path, keys: str | Sequence[str] = "training") -> l
     return items
 
 
-def cv_items(
-    path: str | Path, fold: int, folds: int = 5, held_out: bool = False, fractured_repeats: int = 1
-) -> list[dict[str, Any]]:
+def cv_items(path: str | Path, fold: int, folds: int = 5, held_out: bool = False) -> list[dict[str, Any]]:
     """Items of cross-validation fold ``fold`` of a prepared datalist: its training folds or the held-out one.
 
-    ``fractured_repeats`` lists each fractured training image that many times, so that an epoch is not
-    mostly non-fractured images once the 2,000 negatives join (the held-out list is never repeated).
     ``fold < 0`` trains on every fold and holds none out (the release run after cross-validation).
     """
     from fracseg.data.fracatlas import cv_fold_keys
@@ -49,7 +45,26 @@ def cv_items(
     train_keys, held_out_keys = cv_fold_keys(fold, folds)
     if held_out:
         return load_datalist(path, held_out_keys) if held_out_keys else []
-    items: list[dict[str, Any]] = []
-    for item in load_datalist(path, train_keys):
-        items.extend([item] * (max(1, int(fractured_repeats)) if item.get("fractured") else 1))
-    return items
+    return load_datalist(path, train_keys)
+
+
+def negative_share_weights(items: Sequence[dict[str, Any]], negative_share: float) -> list[float]:
+    """Sampling weights that draw non-fractured items with probability ``negative_share`` in all.
+
+    For ``torch.utils.data.WeightedRandomSampler``: each epoch draws a fixed number of crops, a share
+    ``negative_share`` of them from the non-fractured images (a different subset every epoch, so all
+    2,000 negatives are used over a run while most crops still show a fracture). Within a class every
+    item is equally likely. A class that is absent gets no weight; ``negative_share`` is in [0, 1).
+    """
+    if not 0.0 <= negative_share < 1.0:
+        raise ValueError(f"negative_share must be in [0, 1), got {negative_share}")
+    fractured = sum(1 for item in items if item.get("fractured"))
+    negatives = len(items) - fractured
+    if fractured == 0:
+        raise ValueError("negative_share_weights: no fractured item to draw from")
+    if negatives == 0:
+        return [1.0 / fractured] * len(items)
+    return [
+        (1.0 - negative_share) / fractured if item.get("fractured") else negative_share / negatives
+        for item in items
+    ]

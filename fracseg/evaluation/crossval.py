@@ -78,12 +78,16 @@ class FoldCase:
 
 def fold_weights(cv_dir: str | Path, fold: int) -> Path:
     """The last epoch checkpoint of fold ``fold`` (the CV runs keep the last epoch; nothing is chosen on the
-    held-out fold)."""
+    held-out fold), or, without a checkpoint folder, that epoch's exported weights ``fold<k>/model.pt``
+    (``scripts/export_model.py``: how finished folds are kept once their checkpoints are gone)."""
     folder = Path(cv_dir) / f"fold{fold}" / "checkpoints"
     newest = checkpoints_newest_first(folder)
-    if not newest:
-        raise DatasetError(f"{folder}: no checkpoint; train the fold first (scripts/train_cv.py)")
-    return newest[0]
+    if newest:
+        return newest[0]
+    exported = Path(cv_dir) / f"fold{fold}" / "model.pt"
+    if exported.is_file():
+        return exported
+    raise DatasetError(f"{folder}: no checkpoint; train the fold first (scripts/train_cv.py)")
 
 
 def rule_of(chosen: dict[str, Any]) -> DecisionRule:

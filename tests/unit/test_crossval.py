@@ -107,3 +107,27 @@ def test_train_cv_config_trains_on_the_other_folds_and_holds_one_out(tmp_path, f
         assert {e["image_id"] for e in train} >= expect_held
         assert parser.get_parsed_content("output_dir") == str(tmp_path / "cv" / "release")
     assert parser.get_parsed_content("fit_lr_to_budget") is False
+    # each epoch draws epoch_length crops, negative_share of them from non-fractured training images
+    sampler = parser.get_parsed_content("train#dataloader#sampler")
+    assert len(sampler) == parser.get_parsed_content("epoch_length")
+    share = parser.get_parsed_content("negative_share")
+    weights = sampler.weights.tolist()
+    negatives = sum(w for w, e in zip(weights, train, strict=True) if not e["fractured"])
+    assert negatives / sum(weights) == pytest.approx(share)
+    assert parser.get_parsed_content("train#dataloader#shuffle") is False
+
+
+def test_fold_weights_fall_back_to_the_exported_last_epoch(tmp_path) -> None:
+    from fracseg.errors import DatasetError
+    from fracseg.evaluation.crossval import fold_weights
+
+    with pytest.raises(DatasetError, match="no checkpoint"):
+        fold_weights(tmp_path, 2)
+    (tmp_path / "fold2").mkdir()
+    (tmp_path / "fold2" / "model.pt").write_bytes(b"x")
+    assert fold_weights(tmp_path, 2) == tmp_path / "fold2" / "model.pt"
+    ckpts = tmp_path / "fold2" / "checkpoints"
+    ckpts.mkdir()
+    for epoch in (23, 24):
+        (ckpts / f"checkpoint_epoch={epoch}.pt").write_bytes(b"x")
+    assert fold_weights(tmp_path, 2) == ckpts / "checkpoint_epoch=24.pt"

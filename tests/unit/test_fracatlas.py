@@ -75,7 +75,7 @@ def test_cv_fold_is_a_fixed_salted_hash_independent_of_the_negative_split() -> N
     assert counts.min() > 700 and counts.max() < 900
 
 
-def test_cv_items_hold_out_one_fold_and_repeat_fractured_training_images(prepared) -> None:
+def test_cv_items_hold_out_one_fold(prepared) -> None:
     _, out, _ = prepared
     datalist = out / "datalist.json"
     all_items = {e["image_id"]: e for e in cv_items(datalist, -1)}
@@ -83,15 +83,38 @@ def test_cv_items_hold_out_one_fold_and_repeat_fractured_training_images(prepare
         train_keys, held_keys = cv_fold_keys(fold)
         assert held_keys == [f"cv_fold{fold}"] and f"cv_fold{fold}" not in train_keys
         held = cv_items(datalist, fold, held_out=True)
-        train = cv_items(datalist, fold, fractured_repeats=2)
+        train = cv_items(datalist, fold)
         assert {e["image_id"] for e in held}.isdisjoint(e["image_id"] for e in train)
         assert {e["image_id"] for e in held} | {e["image_id"] for e in train} == set(all_items)
-        for image_id in {e["image_id"] for e in train}:
-            copies = sum(e["image_id"] == image_id for e in train)
-            assert copies == (2 if all_items[image_id]["fractured"] else 1)
+        assert len(train) + len(held) == len(all_items)
     assert cv_items(datalist, -1, held_out=True) == []
     with pytest.raises(ValueError, match="out of range"):
         cv_fold_keys(5)
+
+
+def test_negative_share_weights_draw_that_share_of_non_fractured_crops() -> None:
+    import torch
+    from torch.utils.data import WeightedRandomSampler
+
+    from fracseg.data import negative_share_weights
+
+    items = [{"fractured": True}] * 30 + [{"fractured": False}] * 270
+    weights = negative_share_weights(items, 0.25)
+    assert sum(weights) == pytest.approx(1.0)
+    torch.manual_seed(0)
+    drawn = list(WeightedRandomSampler(weights, num_samples=4000, replacement=True))
+    share = sum(not items[i]["fractured"] for i in drawn) / len(drawn)
+    assert 0.22 < share < 0.28
+    # every negative can be drawn: over many epochs all of them are seen
+    many = WeightedRandomSampler(weights, num_samples=40000, replacement=True)
+    assert len({i for i in many if not items[i]["fractured"]}) == 270
+    torch.manual_seed(0)
+    assert list(WeightedRandomSampler(weights, num_samples=4000, replacement=True)) == drawn
+    assert negative_share_weights(items[:30], 0.25) == [1 / 30] * 30
+    with pytest.raises(ValueError, match="no fractured"):
+        negative_share_weights(items[30:], 0.25)
+    with pytest.raises(ValueError, match="negative_share"):
+        negative_share_weights(items, 1.0)
 
 
 def test_an_older_preparation_without_cv_folds_is_redone(prepared) -> None:
