@@ -92,7 +92,6 @@ def _predictor_kwargs(args: argparse.Namespace) -> dict:
         "precision": args.precision,
         "mirror": args.mirror,
         "image_head": _image_head_argument(args.image_head),
-        "head_views": args.head_views,
     }
 
 
@@ -295,11 +294,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 else ""
             )
         )
-        fit = cal["crossfit"]
+        fit = cal["crossfit"]["cross_fitted"]
+        ci = fit["ci95"]
         print(
-            f"  rule chosen on one half, measured on the other ({fit['repeats']} x 2 folds): "
-            f"Dice mean {fit['dice_mean']:.3f}, sensitivity {fit['sensitivity']:.3f}, "
-            f"specificity {fit['specificity']:.3f}"
+            f"  cross-fitted (each of folds {cal['crossfit']['folds']} decided by the rule chosen on the "
+            f"others), 95% CI:\n"
+            f"    Dice mean {fit['pixel']['dice']['mean']:.3f} ({format_interval(ci, 'dice_mean')}), "
+            f"AUROC {fit['image']['auroc']:.3f} ({format_interval(ci, 'auroc')}), "
+            f"sensitivity {fit['image']['sensitivity']:.3f} ({format_interval(ci, 'sensitivity')}), "
+            f"specificity {fit['image']['specificity']:.3f} ({format_interval(ci, 'specificity')}), "
+            f"FP regions/non-fractured image {fit['instance']['fp_regions_per_non_fractured_image']:.2f}"
         )
     if not predictor.trained:
         print("  -- UNTRAINED model: these numbers are not meaningful")
@@ -327,15 +331,6 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="average with the left-right mirrored image (twice the network time); default: the bundle's "
         "inference.json 'mirror', which its decision rule was calibrated with",
-    )
-    parser.add_argument(
-        "--head-views",
-        default=None,
-        action=argparse.BooleanOptionalAction,
-        help="average the image head's answer over the bundle's extra views (rotated and scaled copies: "
-        "five times the network time with the shipped four); --no-head-views: the image's own view only, "
-        "which the shipped decision rule was not calibrated with; default: the bundle's inference.json "
-        "'head_views'",
     )
     parser.add_argument(
         "--threshold", type=float, default=None, help="pixel threshold (default: the bundle's)"

@@ -8,10 +8,7 @@ end-to-end to model-only time, for each precision (fp32 and bf16 autocast + chan
 with bf16's speed-up measured in the same run).
 
     python scripts/bench_infer.py [--device cuda] [--batch 16] [--workers 2] [--precisions fp32 bf16]
-        [--no-mirror] [--head-views {bundle,off,both}]
-
-``--head-views both`` times each precision with the bundle's image-head views (``head_views`` in
-``inference.json``: more views of each image for the head's answer) and without them, in the same run.
+        [--no-mirror]
 """
 
 from __future__ import annotations
@@ -80,20 +77,11 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         help="test-time mirroring on/off (default: the bundle's 'mirror')",
     )
-    parser.add_argument(
-        "--head-views",
-        default="bundle",
-        choices=("bundle", "off", "both"),
-        help="the image head's extra views: the bundle's 'head_views', none, or each precision both ways",
-    )
     args = parser.parse_args()
     weights = None if args.bundle is None else args.bundle / "models" / "model.pt"
     bundle = {} if args.bundle is None else {"weights": weights, "bundle": args.bundle}
-    views = {"bundle": (None,), "off": (False,), "both": (None, False)}[args.head_views]
     predictors = {
-        (p, v): Predictor(device=args.device, precision=p, mirror=args.mirror, head_views=v, **bundle)
-        for p in args.precisions
-        for v in views
+        p: Predictor(device=args.device, precision=p, mirror=args.mirror, **bundle) for p in args.precisions
     }
     first = next(iter(predictors.values()))
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,9 +129,8 @@ def main() -> None:
 
 
 def _label(predictor: Predictor) -> str:
-    """The precision, and the number of views the image head averages where it has more than one."""
-    views = len(predictor.inferer.head_views) if predictor.image_head_sha256 else 0
-    return predictor.precision.name + (f", head over {1 + views} views" if views else "")
+    """The precision, and the network passes per image."""
+    return f"{predictor.precision.name}, {2 if predictor.mirror else 1} passes"
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Batch-inference throughput: one process against Ray workers, and what N machines would give.
 
 Measured in one run, on the same images (454x373 FracAtlas JPEGs from ``../shared/data``, or any folder
-given with ``--inputs``), with the bundle's settings unless ``--no-head-views``:
+given with ``--inputs``), with the bundle's settings:
 
 - ``single``: ``fracseg infer``'s own pipeline in this process (batch 1), with all cores' threads and with
   one thread; and, as the control of what the cores give at all, one plain process per core (1 thread
@@ -15,7 +15,7 @@ actor), and a projection for N machines: ``min(N x one machine's images/s, 1 / d
 the driver being the one process that hands out images and collects rows. Not modelled: the shared file
 system's bandwidth (the bytes read and written per image are printed so that it can be sized).
 
-    python scripts/bench_scale.py [--images 8] [--repeats 3] [--no-head-views] [--inputs DIR]
+    python scripts/bench_scale.py [--images 8] [--repeats 3] [--inputs DIR]
 
 Prints a table of median images/s over ``--repeats`` runs and ratios to the baselines measured in the
 same run, and the CPU model.
@@ -118,7 +118,6 @@ def main() -> None:
     parser.add_argument("--inputs", type=Path, default=None, help="a folder of inputs instead")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--echo-images", type=int, default=400, help="images sent to the echo workers")
-    parser.add_argument("--head-views", default=None, action=argparse.BooleanOptionalAction)
     parser.add_argument("--machines", type=int, nargs="+", default=[1, 2, 4, 8, 16, 64, 256])
     args = parser.parse_args()
 
@@ -131,7 +130,7 @@ def main() -> None:
             inputs.mkdir()
             for src in sorted((SHARED / "fracatlas" / "images" / "Fractured").glob("*.jpg"))[: args.images]:
                 shutil.copy(src, inputs)
-        kwargs: dict[str, Any] = {"head_views": args.head_views}
+        kwargs: dict[str, Any] = {}
         predictor = Predictor(**kwargs)
         n = len(plan_inputs([inputs], None))
         single(predictor, inputs, cpus)  # warm-up: first-call allocations, file cache
@@ -172,7 +171,7 @@ def main() -> None:
     base_all, base_one = med[configs[0][0]], med[configs[1][0]]
     ray_one = med[configs[3][0]]
     print(f"\nCPU: {cpu_description()}, {cpus} cores; torch {torch.__version__}; {n} images of {inputs}")
-    print(f"settings: precision {predictor.precision.name}, head views {bool(predictor.inferer.head_views)}")
+    print(f"settings: precision {predictor.precision.name}, mirror {predictor.mirror}")
     print(f"median of {args.repeats} runs\n")
     print(f"| {'configuration':<26} | images/s | vs single {cpus} thr | vs single 1 thr | vs ray 1x1 |")
     print(f"|{'-' * 28}|---------:|----------------:|---------------:|-----------:|")

@@ -224,11 +224,11 @@ def main() -> int:
                 "critic_accuracy": critic_accuracy(run_dir / "train.log") if weight is None else None,
             }
             if "calibration" in metrics:
-                fit = metrics["calibration"]["crossfit"]
+                fit = metrics["calibration"]["crossfit"]["cross_fitted"]
                 row.update(
-                    crossfit_dice=fit["dice_mean"],
-                    crossfit_sensitivity=fit["sensitivity"],
-                    crossfit_specificity=fit["specificity"],
+                    crossfit_dice=fit["pixel"]["dice"]["mean"],
+                    crossfit_sensitivity=fit["image"]["sensitivity"],
+                    crossfit_specificity=fit["image"]["specificity"],
                 )
             results[arm].append(row)
             print(f"{arm} seed {seed}: {row}", flush=True)

@@ -200,30 +200,34 @@ def decide_fold(cases: list[FoldCase], view: str, rule: DecisionRule) -> list[Ca
 
 
 def crossfit_folds(
-    cases: list[FoldCase], folds: list[int], target_sensitivity: float = 0.85
+    cases: list[FoldCase],
+    folds: list[int],
+    target_sensitivity: float = 0.85,
+    views: tuple[str, ...] = VIEWS,
 ) -> dict[str, Any]:
-    """Cross-fitted figures: for each fold, rule and view chosen on the other folds, measured on it."""
+    """Cross-fitted figures: for each fold, rule and view (one of ``views``, whose maps every case holds)
+    chosen on the other folds, measured on it."""
     chosen: dict[int, dict[str, Any]] = {}
-    rows_by_view: dict[str, list[Case]] = {v: [] for v in VIEWS}
+    rows_by_view: dict[str, list[Case]] = {v: [] for v in views}
     rows_chosen: list[Case] = []
     for fold in folds:
         others = [c for c in cases if c.fold != fold and not c.error]
         held = [c for c in cases if c.fold == fold]
         per_view = {}
-        for view in VIEWS:
+        for view in views:
             per_view[view] = calibrate([c.case(view) for c in others], target_sensitivity)
             rows_by_view[view].extend(decide_fold(held, view, rule_of(per_view[view])))
-        view = max(VIEWS, key=lambda v: (view_merit(per_view[v]), -PASSES[v]))
+        view = max(views, key=lambda v: (view_merit(per_view[v]), -PASSES[v]))
         rows_chosen.extend(
             [c for c in rows_by_view[view][-len(held) :]]  # the rows just decided with the chosen view
         )
-        chosen[fold] = {"view": view, **{v: _rule_summary(per_view[v]) for v in VIEWS}}
+        chosen[fold] = {"view": view, **{v: _rule_summary(per_view[v]) for v in views}}
         logger.info("fold %d: view %s, rule %s", fold, view, rule_of(per_view[view]).to_dict())
     result = {
         "protocol": "rule and view chosen on the other folds' out-of-fold predictions",
         "choices": chosen,
         "cross_fitted": aggregate(rows_chosen, DecisionRule()),
-        "cross_fitted_by_view": {v: aggregate(rows_by_view[v], DecisionRule()) for v in VIEWS},
+        "cross_fitted_by_view": {v: aggregate(rows_by_view[v], DecisionRule()) for v in views},
     }
     for block in [result["cross_fitted"], *result["cross_fitted_by_view"].values()]:
         block.pop("rule", None)

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -334,53 +334,30 @@ def calibrate(
 
 
 def crossfit(
-    cases: list[Case], repeats: int = 5, seed: int = 0, head_decides: bool = False
+    cases: list[Case], folds: Sequence[int], view: str = "mirror", target_sensitivity: float = 0.85
 ) -> dict[str, Any]:
-    """How well a rule chosen by :func:`calibrate` does on images it was not chosen on.
+    """How well the rule :func:`calibrate` chooses does on images it was not chosen on: each image is
+    decided by the rule chosen on the other folds (``folds[i]`` is ``cases[i]``'s fold; FracAtlas entries
+    carry the hashed ``cv_fold``), and the pooled decisions are measured with 95 % bootstrap intervals, as
+    ``fracseg evaluate --cv`` does for fold models (:func:`fracseg.evaluation.crossval.crossfit_folds`).
+    ``view``: the name of the maps' test-time view (``mirror`` or ``plain``). The image head's threshold,
+    where a head gives the score, is chosen by :func:`calibrate` but not cross-fitted: the figures are those
+    of the top-pixel score."""
+    from fracseg.evaluation.crossval import FoldCase, crossfit_folds
 
-    The split is halved (stratified by class) ``repeats`` times; each half's rule, calibrated on the
-    other half, decides its images. Reports the mean over repeats of the out-of-half Dice (fractured
-    images), sensitivity and specificity: an estimate of the shipped rule's performance that is not
-    flattered by choosing it on the same images (the figures of :func:`aggregate` on the calibration
-    split are).
-    """
-    usable = [c for c in cases if c.probability is not None]
-    rng = np.random.default_rng(seed)
-    results = []
-    for _ in range(repeats):
-        half: dict[int, int] = {}
-        for label in (1, 0):
-            members = [i for i, c in enumerate(usable) if int(c.row["fractured"]) == label]
-            for rank, i in enumerate(rng.permutation(members)):
-                half[int(i)] = rank % 2
-        dice, present = [], []
-        for fold in (0, 1):
-            train = [c for i, c in enumerate(usable) if half[i] != fold]
-            chosen = calibrate(train, head_decides=head_decides)
-            fold_rule = DecisionRule(
-                threshold=chosen["threshold"],
-                score_threshold=chosen["score_threshold"],
-                score_top_pixels=chosen["score_top_pixels"],
-                min_region_pixels=chosen["min_region_pixels"],
-                image_head_threshold=chosen["image_head_threshold"],
-                head_decides=head_decides,
-            )
-            for i, c in enumerate(usable):
-                if half[i] == fold:
-                    decision = decide(c.probability, fold_rule, c.image_score)
-                    present.append((bool(decision.fracture_present), int(c.row["fractured"])))
-                    if c.row["fractured"]:
-                        dice.append(pixel_metrics(decision.mask, c.truth)["dice"])
-        sens, spec = sensitivity_specificity([p for p, _ in present], [y for _, y in present])
-        results.append((float(np.mean(dice)) if dice else float("nan"), sens, spec))
-    values = np.array(results, dtype=float)
-    return {
-        "repeats": repeats,
-        "seed": seed,
-        "dice_mean": float(np.nanmean(values[:, 0])),
-        "sensitivity": float(np.nanmean(values[:, 1])),
-        "specificity": float(np.nanmean(values[:, 2])),
-    }
+    fold_cases = []
+    for case, fold in zip(cases, folds, strict=True):
+        entry = {k: case.row.get(k, "") for k in ("image_id", "fractured", "body_part")}
+        error = case.row.get("error") or ("" if case.probability is not None else "no probability map")
+        maps = {view: case.probability} if not error else {}
+        fold_cases.append(FoldCase(entry, int(fold), case.truth, case.instances, maps, error=error))
+    used = sorted({int(f) for f in folds if int(f) >= 0})
+    if len(used) < 2:
+        raise DatasetError(f"cross-fitting needs images of at least two folds, got {used}")
+    result = crossfit_folds(fold_cases, used, target_sensitivity, views=(view,))
+    result.pop("rows")
+    result.pop("cross_fitted_by_view")
+    return {"folds": used, **result}
 
 
 def evaluate(
@@ -437,7 +414,9 @@ def evaluate(
     if calibrate_rule:
         alone = predictor.rule.head_decides
         metrics["calibration"] = calibrate(cases, head_decides=alone)
-        metrics["calibration"]["crossfit"] = crossfit(cases, head_decides=alone)
+        view = "mirror" if predictor.mirror else "plain"
+        folds = [int(e.get("cv_fold", -1)) for e in entries]
+        metrics["calibration"]["crossfit"] = crossfit(cases, folds, view)
     write_csv_atomic(out / "per_image.csv", ROW_COLUMNS, (c.row for c in cases))
     write_json_atomic(out / "metrics.json", _jsonable(metrics))
     write_report(out, metrics, cases)

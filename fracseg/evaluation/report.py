@@ -192,12 +192,18 @@ def markdown(metrics: dict[str, Any], figures: list[str], grid: str | None) -> s
                 + ("; its yes needs no region" if cal.get("head_decides") else "")
             )
         if "crossfit" in cal:
-            fit = cal["crossfit"]
+            folds = cal["crossfit"]["folds"]
+            fit = cal["crossfit"]["cross_fitted"]
+            ci = fit.get("ci95", {})
             lines.append(
-                "- the same choice made on one half of the split and measured on the other "
-                f"({fit['repeats']} random halvings): Dice mean {_fmt(fit['dice_mean'])}, "
-                f"sensitivity {_fmt(fit['sensitivity'])}, specificity {_fmt(fit['specificity'])} "
-                "(the figures above, on the images the rule was chosen on, are optimistic)"
+                f"- cross-fitted: each of folds {folds} decided by the rule chosen on the others: Dice mean "
+                f"{_fmt(fit['pixel']['dice']['mean'])} ({format_interval(ci, 'dice_mean')}), AUROC "
+                f"{_fmt(fit['image']['auroc'])} ({format_interval(ci, 'auroc')}), sensitivity "
+                f"{_fmt(fit['image']['sensitivity'])} ({format_interval(ci, 'sensitivity')}), specificity "
+                f"{_fmt(fit['image']['specificity'])} ({format_interval(ci, 'specificity')}), "
+                "false-positive regions per non-fractured image "
+                f"{_fmt(fit['instance']['fp_regions_per_non_fractured_image'])} (the figures above, on the "
+                "images the rule was chosen on, are optimistic)"
             )
         lines.append("")
     lines += [f"![{name}]({name})" for name in figures]

@@ -3,9 +3,9 @@
 - guidance: all-zero click channels for automatic segmentation
   (:func:`fracseg.networks.generator.with_empty_guidance`);
 - precision: the forward pass in bf16 or fp32 (:meth:`fracseg.precision.Precision.answer`);
-- views: the left-right mirror and the image head's extra views (:mod:`fracseg.inference.views`);
-- head: the image-level head attached once per network (:meth:`GuidedInferer.attach_head`,
-  :func:`fracseg.networks.image_head.attach_image_head_file`);
+- mirror: the mean with the left-right mirrored image (:func:`fracseg.inference.views.mirror_averaged`);
+- head: an optional image-level head attached once per network (:meth:`GuidedInferer.attach_head`,
+  :func:`fracseg.networks.image_head.attach_image_head_file`; none is shipped);
 - fp32 re-check: borderline bf16 answers computed again in fp32 (:mod:`fracseg.inference.recheck`).
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,13 @@ from monai.networks.nets import UNet
 
 from fracseg.inference.decision import DecisionRule
 from fracseg.inference.recheck import Fp32Recheck, display_shapes
-from fracseg.inference.views import affine_view, head_view_averaged, mirror_averaged, parse_views
+from fracseg.inference.views import mirror_averaged
 from fracseg.io import file_sha256
 from fracseg.networks.generator import GENERATOR_IN_CHANNELS, with_empty_guidance
 from fracseg.networks.image_head import attach_image_head_file, has_image_head
 from fracseg.precision import Precision, resolve_precision
 
-__all__ = ["GuidedInferer", "affine_view", "head_view_averaged", "mirror_averaged", "parse_views"]
+__all__ = ["GuidedInferer", "mirror_averaged"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,19 +55,13 @@ class GuidedInferer(Inferer):
             its image threshold (``image_head_threshold`` where the head answers, else ``score_threshold``
             on its ``score_top_pixels`` summary); ``None`` turns the fp32 re-check off. Configs before
             bundle 0.10.3 give ``score_threshold``, ``score_top_pixels`` and ``image_head_threshold``
-            instead (accepted as ``rule_settings``).
+            instead (accepted as ``rule_settings``); 0.10.x's ``head_views`` and ``fp32_own_view`` are
+            ignored with a warning.
         fp32_margin: half-width of the band around the image threshold re-computed in fp32 (0: off).
         image_head: the image-level head file (:mod:`fracseg.networks.image_head`): attached to the network
             on its first call when it was fitted for ``weights``; the logits then get a second channel,
             the image's fracture logit, which the decision rule uses as ``fracture_score``.
         weights: the generator weights file the network holds (for the head's check); ``None``: no check.
-        head_views: extra ``(degrees, scale)`` views whose head probabilities are averaged with the
-            input's (:func:`head_view_averaged`; automatic segmentation with the head only, each view
-            mirrored when ``mirror``); empty: none.
-        fp32_own_view: with bf16, compute the input's own view (the mask, and its share of the head's
-            answer) in fp32 and only the extra ``head_views`` in bf16: bf16's rounding moves the boundary
-            pixels of small masks, while the head's five-view mean barely notices it. Without head views
-            the whole answer is then fp32.
     """
 
     def __init__(
@@ -79,11 +73,12 @@ class GuidedInferer(Inferer):
         fp32_margin: float = 0.0,
         image_head: str | os.PathLike[str] | None = None,
         weights: str | os.PathLike[str] | None = None,
-        head_views: Sequence[Sequence[float]] = (),
-        fp32_own_view: bool = False,
         **rule_settings: Any,
     ) -> None:
         super().__init__()
+        dropped = sorted(k for k in ("head_views", "fp32_own_view") if rule_settings.pop(k, None))
+        if dropped:  # an app's bundle copy from 0.10.x: every view is now the image's own, in one precision
+            logger.warning("GuidedInferer: %s no longer exist (bundle 0.11.0) and are ignored", dropped)
         legacy = {"score_threshold", "score_top_pixels", "image_head_threshold"}
         if rule_settings and (rule is not None or not set(rule_settings) <= legacy):
             raise TypeError(f"GuidedInferer: unexpected arguments {sorted(rule_settings)}")
@@ -100,8 +95,6 @@ class GuidedInferer(Inferer):
         self.recheck = Fp32Recheck(fp32_margin, **gate)
         self.image_head = None if image_head is None else Path(image_head)
         self.weights = None if weights is None else Path(weights)
-        self.head_views = parse_views(head_views)
-        self.fp32_own_view = bool(fp32_own_view)
         self._head_tried: set[int] = set()
         self._resolved: dict[str, Precision] = {}
 
@@ -159,29 +152,14 @@ class GuidedInferer(Inferer):
         batch = precision.prepare_input(with_empty_guidance(inputs, self.in_channels))
         if precision.channels_last and isinstance(network, torch.nn.Module):
             precision.prepare_module(network)  # no-op once converted
-        fp32 = Precision("fp32", batch.device.type, requested="fp32")
-        answer = precision.answer(network, args, kwargs)
-        exact = fp32.answer(network, args, kwargs)
-        views = self.head_views if automatic and has_image_head(network) else ()
-        own_in_fp32 = precision.amp and self.fp32_own_view
-        logits = self._answer(exact if own_in_fp32 else answer, batch, views, answer)
-        in_bf16 = precision.amp and (bool(views) or not own_in_fp32)  # some of the answer came from bf16
-        if in_bf16 and automatic and self.recheck.active:
-            logits = self.recheck(logits, batch, lambda subset: self._answer(exact, subset, views), shapes)
+        logits = self._mirrored(precision.answer(network, args, kwargs))(batch)
+        if precision.amp and automatic and self.recheck.active:
+            fp32 = Precision("fp32", batch.device.type, requested="fp32")
+            logits = self.recheck(logits, batch, self._mirrored(fp32.answer(network, args, kwargs)), shapes)
         return logits
 
-    def _answer(
-        self,
-        forward: Callable[[torch.Tensor], torch.Tensor],
-        batch: torch.Tensor,
-        views: Sequence[tuple[float, float]],
-        view_forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """The logits of ``batch``: mirrored where set, with the head's channel averaged over ``views``
-        (answered by ``view_forward``, default ``forward``)."""
-
-        def mirrored(f: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-            return (lambda x: mirror_averaged(f, x)) if self.mirror else f
-
-        view_answer = mirrored(view_forward) if view_forward is not None else None
-        return head_view_averaged(mirrored(forward), batch, views, view_answer)
+    def _mirrored(
+        self, forward: Callable[[torch.Tensor], torch.Tensor]
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``forward``, averaged with its answer to the mirrored batch where ``mirror`` is set."""
+        return (lambda x: mirror_averaged(forward, x)) if self.mirror else forward

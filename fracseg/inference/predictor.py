@@ -106,10 +106,8 @@ class Predictor:
             (:func:`fracseg.inference.inferer.mirror_averaged`); default: the bundle's ``mirror`` (the
             decision rule is calibrated with it).
         image_head: the image-level head file (:mod:`fracseg.networks.image_head`); ``True``: the
-            bundle's ``image_head``; ``False``: none. Attached only when it was fitted for ``weights``.
-        head_views: average the head's answer over the bundle's ``head_views`` too
-            (:func:`fracseg.inference.inferer.head_view_averaged`); default: the bundle's (its decision
-            rule is calibrated with them); ``False``: the input's view alone.
+            bundle's ``image_head`` (none is shipped); ``False``: none. Attached only when it was fitted
+            for ``weights``.
     """
 
     def __init__(
@@ -124,7 +122,6 @@ class Predictor:
         precision: str | None = None,
         mirror: bool | None = None,
         image_head: bool | str | os.PathLike[str] = True,
-        head_views: bool | None = None,
     ) -> None:
         weights_exist = weights is not None and Path(weights).exists()
         overrides = self.config_overrides(
@@ -135,7 +132,6 @@ class Predictor:
             precision,
             mirror,
             image_head,
-            head_views,
         )
         #: the bundle's inference config with this predictor's overrides: every part below is built from it
         self.config = inference_config(bundle, overrides)
@@ -157,7 +153,7 @@ class Predictor:
                 "no trained weights at %s: using an UNTRAINED generator (seed 0); masks are not meaningful",
                 weights,
             )
-        # the bundle's inferer: guidance channels, precision, mirroring, head views and the fp32 re-check
+        # the bundle's inferer: guidance channels, precision, mirroring and the fp32 re-check
         self.inferer: GuidedInferer = self.config.get_parsed_content("inferer")
         self.mirror = self.inferer.mirror
         self.precision: Precision = resolve_precision(self.inferer.precision, self.device)
@@ -181,7 +177,6 @@ class Predictor:
         precision: str | None = None,
         mirror: bool | None = None,
         image_head: bool | str | os.PathLike[str] = True,
-        head_views: bool | None = None,
     ) -> dict[str, Any]:
         """The ``inference.json`` overrides of the constructor's arguments (``None``/``True``: the bundle's):
         ``weights`` is the trained weights file, ``None`` when there is none (then no image head)."""
@@ -200,8 +195,6 @@ class Predictor:
             overrides["precision"] = precision
         if mirror is not None:
             overrides["mirror"] = bool(mirror)
-        if head_views is False:
-            overrides["head_views"] = []
         return overrides
 
     @property
@@ -220,8 +213,6 @@ class Predictor:
             "mirror": self.mirror,
             "fp32_margin": self.inferer.fp32_margin,
             "image_head_sha256": self.image_head_sha256,
-            "head_views": [list(v) for v in self.inferer.head_views] if self.image_head_sha256 else [],
-            "fp32_own_view": self.inferer.fp32_own_view and self.precision.amp,
         }
 
     def prepare(self, path: str | os.PathLike[str]) -> dict[str, Any]:

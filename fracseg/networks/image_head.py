@@ -11,7 +11,7 @@ capture the network input and the deepest features, and the output block's hook 
 holding the image's fracture logit, constant over the image. The generator's state dict, its training,
 its precision handling (:meth:`fracseg.precision.Precision.forward` runs ``model[0]`` and ``model[1:]``
 separately; the hooks sit on modules both paths call) and its weights file stay as they are; the head's
-numbers live in a separate file (``bundle/models/image_head.pt``) written by
+numbers live in a separate file (e.g. ``runs/head/image_head.pt``; none is shipped since 0.11.0) written by
 :func:`fracseg.engines.image_head_fit.fit_image_head`, tied to the generator weights by their sha256.
 Because the second channel is an ordinary output channel, test-time mirroring, the letterbox inversion
 (``Invertd``) and the fp32 re-check carry it like the mask channel.

@@ -318,7 +318,7 @@ def assert_same_outputs(bundle_out: Path, cli_out: Path) -> None:
 
 def test_shipped_bundle_run_and_fracseg_infer_give_identical_outputs(tmp_path) -> None:
     """Issue 29: the bundle's own command and the CLI assemble one inference from inference.json (shipped
-    weights, image head, head views, mirror and precision as the bundle ships them) and agree exactly."""
+    weights, mirror, precision and decision rule as the bundle ships them) and agree exactly."""
     samples = str(REPO / "data" / "samples")
     bundle_cmd = [
         sys.executable,

@@ -230,7 +230,7 @@ def test_least_sure_rescores_when_the_bundle_copy_changes_its_rule(client, serve
     original = config.read_text(encoding="utf-8")
     try:
         changed = json.loads(original)
-        changed["decision_rule"]["image_head_threshold"] = changed["decision_rule"]["score_threshold"] = 0.9
+        changed["decision_rule"]["score_threshold"] = 0.9
         config.write_text(json.dumps(changed), encoding="utf-8")
         predictor = Predictor(weights=server.model_dir / "models" / "model.pt", bundle=server.model_dir)
         scores = {

@@ -2,7 +2,7 @@
 worker is killed mid-run.
 
 The generated folder holds 40 FracAtlas images re-encoded at other sizes and formats (PNG and JPEG, two
-sub-folders) plus one corrupt file; it runs with ``--no-head-views --no-mirror`` (one network pass per
+sub-folders) plus one corrupt file; it runs with ``--no-mirror`` (one network pass per
 image) to keep the suite fast, while the sample folder (JPEG and DICOM) runs with the shipped settings.
 Ray is the private local instance ``--ray`` starts: loopback only, checked while it runs.
 """
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "data" / "samples"
-FAST = ["--no-head-views", "--no-mirror"]
+FAST = ["--no-mirror"]
 #: What may differ between two runs of the same image: the time it took.
 VOLATILE = {"seconds"}
 
@@ -106,7 +106,7 @@ def _listening_addresses(pids: set[int]) -> list[str]:
 
 
 def test_ray_gives_the_single_process_answers(generated, single_process, tmp_path) -> None:
-    # The shipped settings (head views, mirror, fp32 re-check) on JPEG and DICOM samples.
+    # The shipped settings (mirror, fp32) on JPEG and DICOM samples.
     plain, ray = tmp_path / "plain", tmp_path / "ray"
     assert _infer([SAMPLES], plain).returncode == 0
     proc = _infer([SAMPLES], ray, "--ray", "--workers", "2")

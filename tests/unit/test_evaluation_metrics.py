@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from fracseg.errors import DatasetError
 from fracseg.evaluation.metrics import (
     average_precision,
     bootstrap_ci,
@@ -160,28 +161,35 @@ def test_bootstrap_resamples_within_each_class_and_skips_undefined_replicates() 
     assert all(math.isnan(v) for v in bootstrap_ci(lambda p, n: float("nan"), 3, 3, reps=5))
 
 
-def _case(fractured: bool, score: float, rng: np.random.Generator):
-    from fracseg.evaluation.evaluate import Case
+def _case(fractured: bool, score: float, rng: np.random.Generator, index: int = 0):
+    from fracseg.evaluation.evaluate import ROW_COLUMNS, Case
 
     truth = np.zeros((40, 40), dtype=bool)
     probability = rng.uniform(0.0, 0.2, (40, 40)).astype(np.float32)
     if fractured:
         truth[10:20, 10:20] = True
     probability[10:20, 10:20] = score  # a confident blob where fractures are, a weak one elsewhere
-    return Case(row={"fractured": int(fractured)}, probability=probability, truth=truth)
+    row = {c: "" for c in ROW_COLUMNS} | {"image_id": f"IMG{index:04d}", "fractured": int(fractured)}
+    return Case(row=row, probability=probability, truth=truth)
 
 
 def test_crossfit_recovers_a_separable_split_and_is_honest_about_an_inseparable_one() -> None:
     from fracseg.evaluation.evaluate import crossfit
 
     rng = np.random.default_rng(0)
-    separable = [_case(True, 0.95, rng) for _ in range(10)] + [_case(False, 0.3, rng) for _ in range(10)]
-    fit = crossfit(separable)
-    assert fit["sensitivity"] == 1.0 and fit["specificity"] == 1.0 and fit["dice_mean"] == pytest.approx(1.0)
-    # identical score distributions: whatever rule one half picks, the other half cannot do better than chance
-    inseparable = [_case(i % 2 == 0, float(rng.uniform(0.3, 0.95)), rng) for i in range(40)]
-    fit = crossfit(inseparable)
-    assert fit["sensitivity"] + fit["specificity"] < 1.4
+    separable = [_case(i < 10, 0.95 if i < 10 else 0.3, rng, i) for i in range(20)]
+    fit = crossfit(separable, [i % 5 for i in range(20)])
+    assert fit["folds"] == [0, 1, 2, 3, 4] and set(fit["choices"]) == {0, 1, 2, 3, 4}
+    block = fit["cross_fitted"]
+    assert block["image"]["sensitivity"] == 1.0 and block["image"]["specificity"] == 1.0
+    assert block["pixel"]["dice"]["mean"] == pytest.approx(1.0) and block["images"] == 20
+    assert "ci95" in block and block["ci95"]["auroc"][0] <= 1.0
+    # identical score distributions: whatever rule the other folds pick, a fold cannot do better than chance
+    inseparable = [_case(i % 2 == 0, float(rng.uniform(0.3, 0.95)), rng, i) for i in range(40)]
+    block = crossfit(inseparable, [i % 5 for i in range(40)])["cross_fitted"]
+    assert block["image"]["sensitivity"] + block["image"]["specificity"] < 1.4
+    with pytest.raises(DatasetError, match="two folds"):
+        crossfit(separable, [0] * 20)
 
 
 def test_calibration_drops_specks_only_while_they_cost_no_dice() -> None:

@@ -34,12 +34,12 @@ def test_predictor_parts_are_the_configs_and_arguments_override_it() -> None:
     parser = inference_config()
     assert predictor.rule == parser.get_parsed_content("decision_rule")
     assert isinstance(predictor.inferer, GuidedInferer)
-    assert predictor.inferer.head_views == parser.get_parsed_content("inferer").head_views != ()
+    assert predictor.inferer.precision == parser.get_parsed_content("inferer").precision == RAW["precision"]
     assert predictor.spatial_size == RAW["spatial_size"] and predictor.mirror is RAW["mirror"]
     assert predictor.inferer.image_head is None  # untrained: no head, whatever the bundle names
-    changed = Predictor(weights=None, threshold=0.33, head_views=False, mirror=False, precision="fp32")
-    assert changed.rule.threshold == 0.33 and changed.inferer.head_views == ()
-    assert changed.mirror is False and changed.precision.name == "fp32"
+    changed = Predictor(weights=None, threshold=0.33, mirror=False, precision="bf16")
+    assert changed.rule.threshold == 0.33
+    assert changed.mirror is False and changed.precision.name == "bf16"
     rule = DecisionRule(threshold=0.4, score_threshold=0.1, image_head_threshold=0.6)
     own = Predictor(weights=None, rule=rule, threshold=0.9)  # the whole rule wins over threshold
     assert own.rule == rule

@@ -1,0 +1,96 @@
+"""The bundle's inferer: how many network passes an image costs, and the fp32 re-check of bf16 answers."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from fracseg.inference.bundle import DEFAULT_BUNDLE, inference_config
+from fracseg.inference.decision import DecisionRule
+from fracseg.inference.inferer import GuidedInferer
+from fracseg.networks.image_head import FeatureTap, attach_image_head
+from tests.helpers.image_head import letterboxed, random_head, tiny_generator
+
+
+def _network_with_head() -> torch.nn.Module:
+    network = tiny_generator()
+    tap = FeatureTap(network)
+    with torch.no_grad():
+        network(torch.cat([letterboxed((64, 50), seed=5), torch.zeros(1, 2, 64, 64)], dim=1))
+    tap.remove()
+    attach_image_head(network, random_head(tap.collected[0].shape[1]))
+    return network
+
+
+def _counting(network: torch.nn.Module) -> list[int]:
+    """Forward passes through the output block (bf16's split forward does not call the UNet itself)."""
+    passes: list[int] = []
+    network.model[-1].register_forward_pre_hook(lambda m, a: passes.append(a[0].shape[0]))
+    return passes
+
+
+@pytest.mark.parametrize("head", [False, True], ids=["mask-only", "with-head"])
+def test_an_image_costs_two_passes_with_the_mirror_and_one_without(head: bool) -> None:
+    network = _network_with_head() if head else tiny_generator()
+    passes = _counting(network)
+    x = letterboxed((64, 50), seed=5)
+    with torch.no_grad():
+        GuidedInferer(mirror=True)(x, network)
+        assert len(passes) == 2
+        GuidedInferer(mirror=False)(x, network)
+        assert len(passes) == 3
+        clicked = torch.cat([x, torch.zeros(1, 2, 64, 64)], dim=1).index_fill(1, torch.tensor([1]), 0.5)
+        GuidedInferer(mirror=True)(clicked, network)
+        assert len(passes) == 5
+
+
+def test_fp32_recheck_recomputes_a_borderline_bf16_answer_in_fp32() -> None:
+    network = tiny_generator()
+    x = letterboxed((64, 50), seed=5)
+    with torch.no_grad():
+        exact = GuidedInferer(mirror=True)(x, network)
+    score = float(torch.sigmoid(exact[0, 0]).max())
+    passes = _counting(network)
+    bf16 = GuidedInferer(
+        precision="bf16", mirror=True, rule=DecisionRule(score_threshold=score), fp32_margin=0.05
+    )
+    with torch.no_grad():
+        rechecked = bf16(x, network)
+    assert bf16.rechecked == 1
+    assert len(passes) == 4  # bf16 then fp32, both mirrored
+    torch.testing.assert_close(rechecked, exact, atol=1e-4, rtol=1e-4)
+    far = GuidedInferer(
+        precision="bf16",
+        mirror=True,
+        rule=DecisionRule(score_threshold=min(1.0, score + 0.5)),
+        fp32_margin=0.05,
+    )
+    with torch.no_grad():
+        far(x, network)
+    assert far.rechecked == 0 and len(passes) == 6
+
+
+def test_settings_of_a_0_10_app_copy_are_ignored_with_a_warning(caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        inferer = GuidedInferer(mirror=True, head_views=[[8.0, 1.0]], fp32_own_view=True)
+    assert "head_views" in caplog.text and "fp32_own_view" in caplog.text
+    assert not hasattr(inferer, "head_views")
+    with pytest.raises(TypeError, match="unexpected"):
+        GuidedInferer(mirror=True, views=[[8.0, 1.0]])
+
+
+def test_shipped_bundle_runs_two_fp32_passes_per_image() -> None:
+    """Issue 26's budget: at most four network passes per image; the shipped bundle needs two (image and
+    mirror), in fp32, so there is no bf16 answer to re-check."""
+    config = json.loads((DEFAULT_BUNDLE / "configs" / "inference.json").read_text())
+    assert not {"head_views", "fp32_own_view"} & (set(config) | set(config["inferer"]))
+    inferer = inference_config(DEFAULT_BUNDLE).get_parsed_content("inferer")
+    assert inferer.mirror is True and inferer.precision == "fp32" and inferer.image_head is None
+    network = tiny_generator()
+    passes = _counting(network)
+    with torch.no_grad():
+        inferer(letterboxed((64, 50), seed=5), network)
+    assert len(passes) == 2
