@@ -44,7 +44,9 @@ class GuidedInferer(Inferer):
     autocast off. The logits come back as float32; the generator's full-resolution input block runs in
     fp32 (:meth:`fracseg.precision.Precision.forward`), as in ``fracseg infer``. A bf16 answer of automatic
     segmentation whose image score lies within ``fp32_margin`` of the image threshold is computed again in
-    fp32 (:class:`fracseg.inference.recheck.Fp32Recheck`).
+    fp32 (:class:`fracseg.inference.recheck.Fp32Recheck`). Inputs and network are channels_last in fp32 too:
+    oneDNN's NHWC convolutions give the same fp32 answer for any thread count, where the default layout's
+    last bits move with it, so a one-thread Ray worker answers exactly as a two-thread process does.
 
     Args:
         in_channels: the generator's input channels (X-ray + guidance).
@@ -149,9 +151,11 @@ class GuidedInferer(Inferer):
         self.attach_head(network)
         precision = self.resolved(inputs.device)
         automatic = inputs.shape[1] < self.in_channels
-        batch = precision.prepare_input(with_empty_guidance(inputs, self.in_channels))
-        if precision.channels_last and isinstance(network, torch.nn.Module):
-            precision.prepare_module(network)  # no-op once converted
+        batch = with_empty_guidance(inputs, self.in_channels)
+        if batch.dim() == 4:  # channels_last in both precisions (class docstring)
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        if isinstance(network, torch.nn.Module):
+            network.to(memory_format=torch.channels_last)  # no-op once converted
         logits = self._mirrored(precision.answer(network, args, kwargs))(batch)
         if precision.amp and automatic and self.recheck.active:
             fp32 = Precision("fp32", batch.device.type, requested="fp32")
