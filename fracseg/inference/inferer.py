@@ -44,9 +44,7 @@ class GuidedInferer(Inferer):
     autocast off. The logits come back as float32; the generator's full-resolution input block runs in
     fp32 (:meth:`fracseg.precision.Precision.forward`), as in ``fracseg infer``. A bf16 answer of automatic
     segmentation whose image score lies within ``fp32_margin`` of the image threshold is computed again in
-    fp32 (:class:`fracseg.inference.recheck.Fp32Recheck`). Inputs and network are channels_last in fp32 too:
-    oneDNN's NHWC convolutions give the same fp32 answer for any thread count, where the default layout's
-    last bits move with it, so a one-thread Ray worker answers exactly as a two-thread process does.
+    fp32 (:class:`fracseg.inference.recheck.Fp32Recheck`).
 
     Args:
         in_channels: the generator's input channels (X-ray + guidance).
@@ -64,6 +62,10 @@ class GuidedInferer(Inferer):
             on its first call when it was fitted for ``weights``; the logits then get a second channel,
             the image's fracture logit, which the decision rule uses as ``fracture_score``.
         weights: the generator weights file the network holds (for the head's check); ``None``: no check.
+        channels_last: inputs and network in channels_last in fp32 too (bf16 always uses it). The bundle's
+            inference sets it: oneDNN's NHWC convolutions give the same fp32 answer for any thread count,
+            where the default layout's last bits move with it, so a one-thread Ray worker answers exactly as
+            a two-thread process does. Off for training's inferers, whose network it would convert.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class GuidedInferer(Inferer):
         fp32_margin: float = 0.0,
         image_head: str | os.PathLike[str] | None = None,
         weights: str | os.PathLike[str] | None = None,
+        channels_last: bool = False,
         **rule_settings: Any,
     ) -> None:
         super().__init__()
@@ -97,6 +100,7 @@ class GuidedInferer(Inferer):
         self.recheck = Fp32Recheck(fp32_margin, **gate)
         self.image_head = None if image_head is None else Path(image_head)
         self.weights = None if weights is None else Path(weights)
+        self.channels_last = bool(channels_last)
         self._head_tried: set[int] = set()
         self._resolved: dict[str, Precision] = {}
 
@@ -152,10 +156,11 @@ class GuidedInferer(Inferer):
         precision = self.resolved(inputs.device)
         automatic = inputs.shape[1] < self.in_channels
         batch = with_empty_guidance(inputs, self.in_channels)
-        if batch.dim() == 4:  # channels_last in both precisions (class docstring)
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        if isinstance(network, torch.nn.Module):
-            network.to(memory_format=torch.channels_last)  # no-op once converted
+        if self.channels_last or precision.channels_last:
+            if batch.dim() == 4:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            if isinstance(network, torch.nn.Module):
+                network.to(memory_format=torch.channels_last)  # no-op once converted
         logits = self._mirrored(precision.answer(network, args, kwargs))(batch)
         if precision.amp and automatic and self.recheck.active:
             fp32 = Precision("fp32", batch.device.type, requested="fp32")

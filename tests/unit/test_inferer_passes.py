@@ -89,8 +89,34 @@ def test_shipped_bundle_runs_two_fp32_passes_per_image() -> None:
     assert not {"head_views", "fp32_own_view"} & (set(config) | set(config["inferer"]))
     inferer = inference_config(DEFAULT_BUNDLE).get_parsed_content("inferer")
     assert inferer.mirror is True and inferer.precision == "fp32" and inferer.image_head is None
+    assert inferer.channels_last  # thread-count invariant fp32 answers
     network = tiny_generator()
     passes = _counting(network)
     with torch.no_grad():
         inferer(letterboxed((64, 50), seed=5), network)
     assert len(passes) == 2
+
+
+def test_channels_last_fp32_answers_the_same_on_one_thread_as_on_two() -> None:
+    """The bundle's inferer (channels_last) gives a one-CPU Ray worker the two-thread process's answer."""
+    network = tiny_generator()
+    x = letterboxed((64, 50), seed=5)
+    threads = torch.get_num_threads()
+    answers = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            with torch.no_grad():
+                answers.append(GuidedInferer(mirror=True, channels_last=True)(x, network))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(answers[0], answers[1])
+    assert _conv_weight(network).is_contiguous(memory_format=torch.channels_last)
+    trained = tiny_generator()
+    with torch.no_grad():
+        GuidedInferer(mirror=True)(x, trained)  # training's inferers (fp32) leave the layout alone
+    assert not _conv_weight(trained).is_contiguous(memory_format=torch.channels_last)
+
+
+def _conv_weight(network: torch.nn.Module) -> torch.Tensor:
+    return next(p for p in network.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] > 1)
