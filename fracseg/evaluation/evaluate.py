@@ -25,6 +25,7 @@ from fracseg.data.rasterize import rasterize_polygons
 from fracseg.errors import DatasetError, FracsegError
 from fracseg.evaluation.metrics import (
     average_precision,
+    average_precision_arrays,
     bootstrap_ci,
     hd95,
     match_instances,
@@ -246,7 +247,7 @@ def confidence_intervals(
     neg_score = np.array([float(r["fracture_score"]) for r in negatives])
     pos_flag = np.array([bool(r["fracture_present"]) for r in fractured])
     neg_flag = np.array([bool(r["fracture_present"]) for r in negatives])
-    detections = [r["_detections"] for r in fractured]
+    detections = [np.asarray(r["_detections"], dtype=np.float64).reshape(-1, 2) for r in fractured]
     truths = np.array([int(r["gt_instances"]) for r in fractured])
     n_pos, n_neg = len(fractured), len(negatives)
 
@@ -254,7 +255,8 @@ def confidence_intervals(
         return roc_auc([*pos_score[pos], *neg_score[neg]], [1] * len(pos) + [0] * len(neg))
 
     def ap50(pos: np.ndarray, neg: np.ndarray) -> float:
-        return average_precision([d for i in pos for d in detections[i]], int(truths[pos].sum()))
+        pooled = np.concatenate([detections[i] for i in pos]) if len(pos) else np.empty((0, 2))
+        return average_precision_arrays(pooled[:, 0], pooled[:, 1], int(truths[pos].sum()))
 
     statistics = {
         "dice_mean": lambda pos, neg: float(np.nanmean(dice[pos])) if len(pos) else float("nan"),

@@ -112,12 +112,19 @@ def average_precision(detections: Sequence[tuple[float, bool]], n_truth: int) ->
     ``detections`` pools ``(confidence, is_true_positive)`` over all images; ``n_truth`` counts all
     ground-truth instances. NaN when there is no ground truth.
     """
+    pairs = np.asarray(detections, dtype=np.float64).reshape(-1, 2)
+    return average_precision_arrays(pairs[:, 0], pairs[:, 1], n_truth)
+
+
+def average_precision_arrays(confidences: np.ndarray, hits: np.ndarray, n_truth: int) -> float:
+    """:func:`average_precision` of detections given as two arrays (confidence, 1.0 for a true positive):
+    the bootstrap calls it a thousand times on concatenated per-image arrays."""
     if n_truth == 0:
         return float("nan")
-    if not detections:
+    if len(confidences) == 0:
         return 0.0
-    order = np.argsort([-c for c, _ in detections], kind="stable")
-    tp = np.array([detections[i][1] for i in order], dtype=np.float64)
+    order = np.argsort(-np.asarray(confidences, dtype=np.float64), kind="stable")
+    tp = np.asarray(hits, dtype=np.float64)[order]
     tp_cum = np.cumsum(tp)
     recall = tp_cum / n_truth
     precision = tp_cum / np.arange(1, len(tp) + 1)

@@ -176,13 +176,14 @@ def find_regions(
     sizes = np.bincount(raw.ravel(), minlength=count + 1)[1:]
     means = np.atleast_1d(ndimage.mean(probability, raw, index))
     boxes = ndimage.find_objects(raw)
-    keep = [i for i in range(count) if sizes[i] >= max(1, min_pixels)]
-    keep.sort(key=lambda i: (-means[i], i))
+    keep = np.flatnonzero(sizes >= max(1, min_pixels))
+    keep = keep[np.lexsort((keep, -means[keep]))]  # confidence descending, then raw label
     lookup = np.zeros(count + 1, dtype=np.int32)
-    regions = []
-    for new, i in enumerate(keep, start=1):
-        lookup[i + 1] = new
-        regions.append(Region(label=new, pixels=int(sizes[i]), confidence=float(means[i]), bbox=boxes[i]))
+    lookup[keep + 1] = np.arange(1, len(keep) + 1, dtype=np.int32)
+    regions = [
+        Region(label=new, pixels=int(sizes[i]), confidence=float(means[i]), bbox=boxes[i])
+        for new, i in enumerate(keep.tolist(), start=1)
+    ]
     labels = lookup[raw]
     return labels, regions
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -119,11 +120,14 @@ def test_masks_match_image_sizes_including_exif_rotated(prepared, shared_data) -
         assert mask.shape == (entry["height"], entry["width"]) and mask.sum() == entry["mask_pixels"] > 0
 
 
-def test_evaluate_cv_scores_each_held_out_fold_with_its_own_model(prepared, shared_data, tmp_path) -> None:
+def test_evaluate_cv_scores_each_held_out_fold_with_its_own_model(
+    prepared, shared_data, tmp_path, capsys, caplog
+) -> None:
     """``fracseg evaluate --cv``: each fold's checkpoint scores only its held-out fold; two folds of five are
     reported as partial. Untrained (seeded) generators: this checks the protocol, not the model."""
     import torch
 
+    from fracseg.cli import main
     from fracseg.networks import build_generator
 
     out, _ = prepared
@@ -136,14 +140,14 @@ def test_evaluate_cv_scores_each_held_out_fold_with_its_own_model(prepared, shar
             {"model": net.state_dict()}, cv_dir / f"fold{fold}" / "checkpoints" / "checkpoint_epoch=3.pt"
         )
     result = tmp_path / "eval"
-    proc = subprocess.run(
-        [sys.executable, "-m", "fracseg", "evaluate", str(shared_data / "fracatlas"), "--cv", str(cv_dir),
-         "-o", str(result), "--prepared", str(out), "--limit", "3", "--quiet"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert "folds [0, 2] (NOT all folds: partial figures)" in proc.stdout
-    assert "cross-fitted (rule and view chosen on the other folds)" in proc.stdout
+    argv = ["evaluate", str(shared_data / "fracatlas"), "--cv", str(cv_dir), "-o", str(result),
+            "--prepared", str(out), "--limit", "3", "--quiet"]  # fmt: skip
+    # in-process (as test_evaluate.py does): the same ``main`` the console script calls, without paying
+    # twice for a fresh interpreter's torch/monai imports
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "folds [0, 2] (NOT all folds: partial figures)" in stdout
+    assert "cross-fitted (rule and view chosen on the other folds)" in stdout
     metrics = json.loads((result / "metrics.json").read_text())
     assert metrics["folds"] == [0, 2] and metrics["complete"] is False
     assert metrics["images"] == {"cv_fold0": 6, "cv_fold2": 6}
@@ -158,7 +162,8 @@ def test_evaluate_cv_scores_each_held_out_fold_with_its_own_model(prepared, shar
         assert split == f"cv_fold{fold_of[image_id]}" and fold_of[image_id] in (0, 2)
     # run again: the maps of each fold are reused (same weights, same images), the answers are the same
     assert sorted(p.name for p in (result / "out_of_fold").iterdir()) == ["fold0.npz", "fold2.npz"]
-    again = subprocess.run(proc.args, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr
-    assert again.stderr.count("out-of-fold maps reused") == 2
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fracseg"):
+        assert main(argv) == 0
+    assert sum("out-of-fold maps reused" in r.getMessage() for r in caplog.records) == 2
     assert (result / "per_image.csv").read_text().splitlines()[1:] == rows
