@@ -25,7 +25,6 @@ from fracseg.data.rasterize import rasterize_polygons
 from fracseg.errors import DatasetError, FracsegError
 from fracseg.evaluation.metrics import (
     average_precision,
-    average_precision_arrays,
     bootstrap_ci,
     hd95,
     match_instances,
@@ -256,7 +255,7 @@ def confidence_intervals(
 
     def ap50(pos: np.ndarray, neg: np.ndarray) -> float:
         pooled = np.concatenate([detections[i] for i in pos]) if len(pos) else np.empty((0, 2))
-        return average_precision_arrays(pooled[:, 0], pooled[:, 1], int(truths[pos].sum()))
+        return average_precision(pooled, int(truths[pos].sum()))
 
     statistics = {
         "dice_mean": lambda pos, neg: float(np.nanmean(dice[pos])) if len(pos) else float("nan"),

@@ -106,25 +106,21 @@ def match_instances(
     return InstanceResult(hits=hits, false_positive_regions=false_positives, detections=detections)
 
 
-def average_precision(detections: Sequence[tuple[float, bool]], n_truth: int) -> float:
+def average_precision(detections: Sequence[tuple[float, bool]] | np.ndarray, n_truth: int) -> float:
     """Area under the interpolated precision-recall curve, 101-point (COCO / Ultralytics ``interp``).
 
-    ``detections`` pools ``(confidence, is_true_positive)`` over all images; ``n_truth`` counts all
-    ground-truth instances. NaN when there is no ground truth.
+    ``detections`` pools ``(confidence, is_true_positive)`` over all images, as pairs or as an ``(N, 2)``
+    array (what the bootstrap concatenates); ``n_truth`` counts all ground-truth instances. NaN when there
+    is no ground truth.
     """
-    pairs = np.asarray(detections, dtype=np.float64).reshape(-1, 2)
-    return average_precision_arrays(pairs[:, 0], pairs[:, 1], n_truth)
-
-
-def average_precision_arrays(confidences: np.ndarray, hits: np.ndarray, n_truth: int) -> float:
-    """:func:`average_precision` of detections given as two arrays (confidence, 1.0 for a true positive):
-    the bootstrap calls it a thousand times on concatenated per-image arrays."""
     if n_truth == 0:
         return float("nan")
-    if len(confidences) == 0:
+    pairs = np.asarray(detections, dtype=np.float64).reshape(-1, 2)
+    if len(pairs) == 0:
         return 0.0
-    order = np.argsort(-np.asarray(confidences, dtype=np.float64), kind="stable")
-    tp = np.asarray(hits, dtype=np.float64)[order]
+    confidences, hits = pairs[:, 0], pairs[:, 1]
+    order = np.argsort(-confidences, kind="stable")
+    tp = hits[order]
     tp_cum = np.cumsum(tp)
     recall = tp_cum / n_truth
     precision = tp_cum / np.arange(1, len(tp) + 1)
