@@ -82,11 +82,13 @@ system-tools:
 	  case "$$missing" in *orthanc*) $(SUDO) service orthanc stop >/dev/null 2>&1 || true;; esac; \
 	fi
 
-## Lint, then the whole test suite (reads ../shared/data like CI).
+## Lint, then the whole test suite (reads ../shared/data like CI) on two pytest-xdist workers: each test file runs
+## whole on one worker (module fixtures are built once), each worker computes on one thread (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: $(STAMP) system-tools ohif
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 ## The unit tier only (no shipped-model runs, servers, browser or Orthanc): a few minutes.
 test-fast: $(STAMP)

@@ -38,7 +38,10 @@ def fold_dir(cv_dir: Path, fold: int) -> Path:
 
 
 def finished(cv_dir: Path, fold: int, epochs: int) -> bool:
-    """True when the fold's last epoch checkpoint is there."""
+    """True when the fold's last epoch checkpoint is there, or its export ``model.pt`` (written only once the
+    fold has finished; kept when the checkpoints are not, e.g. on another machine)."""
+    if (fold_dir(cv_dir, fold) / "model.pt").is_file():
+        return True
     newest = checkpoints_newest_first(fold_dir(cv_dir, fold) / "checkpoints")
     return bool(newest) and newest[0].name == f"checkpoint_epoch={epochs}.pt"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,18 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.fail(f"shared data folder not found at {root} (expected ../shared/data beside the repository)")
     return root
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs two workers on two cores) each worker and every process it
+    starts computes on one thread: two workers with two OpenMP threads each spin against each other (three
+    bundle resume tests took 250 s so, 144 s with one thread each, 190 s in one process)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = "1"
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

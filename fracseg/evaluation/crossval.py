@@ -268,7 +268,8 @@ def evaluate_cv(
         out: output folder: ``metrics.json`` (cross-fitted figures, choices, release rule),
             ``per_image.csv`` (every held-out image, decided by its fold's rule and view) and
             ``out_of_fold/fold<k>.npz`` (the maps, reused while the fold's weights are the same).
-        folds: the folds to use (default: every fold with a checkpoint); fewer than all is reported as such.
+        folds: the folds to use (default: every fold with a checkpoint or ``model.pt``); fewer than all is
+            reported as such.
         prepared: the preparation the folds were trained from (default ``<cv_dir>/prepared``).
         limit: first ``limit`` fractured and ``limit`` non-fractured images per fold (smoke runs).
     """
@@ -278,7 +279,10 @@ def evaluate_cv(
     datalist = json.loads(Path(datalist_path).read_text(encoding="utf-8"))
     if folds is None:
         folds = [
-            k for k in range(CV_FOLDS) if checkpoints_newest_first(Path(cv_dir) / f"fold{k}" / "checkpoints")
+            k
+            for k in range(CV_FOLDS)
+            if checkpoints_newest_first(Path(cv_dir) / f"fold{k}" / "checkpoints")
+            or (Path(cv_dir) / f"fold{k}" / "model.pt").is_file()
         ]
     if len(folds) < 2:
         raise DatasetError(f"{cv_dir}: cross-fitting needs at least two trained folds, found {folds}")

@@ -131,3 +131,23 @@ def test_fold_weights_fall_back_to_the_exported_last_epoch(tmp_path) -> None:
     for epoch in (23, 24):
         (ckpts / f"checkpoint_epoch={epoch}.pt").write_bytes(b"x")
     assert fold_weights(tmp_path, 2) == ckpts / "checkpoint_epoch=24.pt"
+
+
+def test_a_fold_with_only_its_export_counts_as_finished(tmp_path) -> None:
+    """A finished fold kept as ``fold<k>/model.pt`` alone (its checkpoints left on another machine) is not
+    trained again by ``scripts/train_cv.py``; a fold with only an earlier epoch's checkpoint is."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_cv", "scripts/train_cv.py")
+    train_cv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_cv)
+    ckpts = tmp_path / "fold1" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    (ckpts / "checkpoint_epoch=20.pt").write_bytes(b"x")
+    assert not train_cv.finished(tmp_path, 1, 100)
+    (ckpts / "checkpoint_epoch=100.pt").write_bytes(b"x")
+    assert train_cv.finished(tmp_path, 1, 100)
+    assert not train_cv.finished(tmp_path, 2, 100)
+    (tmp_path / "fold2").mkdir()
+    (tmp_path / "fold2" / "model.pt").write_bytes(b"x")
+    assert train_cv.finished(tmp_path, 2, 100)
