@@ -80,14 +80,19 @@ def fold_weights(cv_dir: str | Path, fold: int) -> Path:
     """The last epoch checkpoint of fold ``fold`` (the CV runs keep the last epoch; nothing is chosen on the
     held-out fold), or, without a checkpoint folder, that epoch's exported weights ``fold<k>/model.pt``
     (``scripts/export_model.py``: how finished folds are kept once their checkpoints are gone)."""
-    folder = Path(cv_dir) / f"fold{fold}" / "checkpoints"
-    newest = checkpoints_newest_first(folder)
+    found = _fold_weights_if_any(cv_dir, fold)
+    if found is None:
+        folder = Path(cv_dir) / f"fold{fold}" / "checkpoints"
+        raise DatasetError(f"{folder}: no checkpoint; train the fold first (scripts/train_cv.py)")
+    return found
+
+
+def _fold_weights_if_any(cv_dir: str | Path, fold: int) -> Path | None:
+    newest = checkpoints_newest_first(Path(cv_dir) / f"fold{fold}" / "checkpoints")
     if newest:
         return newest[0]
     exported = Path(cv_dir) / f"fold{fold}" / "model.pt"
-    if exported.is_file():
-        return exported
-    raise DatasetError(f"{folder}: no checkpoint; train the fold first (scripts/train_cv.py)")
+    return exported if exported.is_file() else None
 
 
 def rule_of(chosen: dict[str, Any]) -> DecisionRule:
@@ -278,12 +283,7 @@ def evaluate_cv(
     datalist_path = ensure_prepared(root, prepared or Path(cv_dir) / "prepared")
     datalist = json.loads(Path(datalist_path).read_text(encoding="utf-8"))
     if folds is None:
-        folds = [
-            k
-            for k in range(CV_FOLDS)
-            if checkpoints_newest_first(Path(cv_dir) / f"fold{k}" / "checkpoints")
-            or (Path(cv_dir) / f"fold{k}" / "model.pt").is_file()
-        ]
+        folds = [k for k in range(CV_FOLDS) if _fold_weights_if_any(cv_dir, k) is not None]
     if len(folds) < 2:
         raise DatasetError(f"{cv_dir}: cross-fitting needs at least two trained folds, found {folds}")
     polygons, _ = read_coco_polygons(root)
