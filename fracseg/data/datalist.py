@@ -35,17 +35,23 @@ def load_datalist(path: str | Path, keys: str | Sequence[str] = "training") -> l
     return items
 
 
-def cv_items(path: str | Path, fold: int, folds: int = 5, held_out: bool = False) -> list[dict[str, Any]]:
+def cv_items(
+    path: str | Path, fold: int, folds: int = 5, held_out: bool = False, negatives: bool = True
+) -> list[dict[str, Any]]:
     """Items of cross-validation fold ``fold`` of a prepared datalist: its training folds or the held-out one.
 
     ``fold < 0`` trains on every fold and holds none out (the release run after cross-validation).
+    ``negatives=False`` keeps the fractured items only (a stage that never draws a negative need not
+    cache them).
     """
     from fracseg.data.fracatlas import cv_fold_keys
 
     train_keys, held_out_keys = cv_fold_keys(fold, folds)
     if held_out:
-        return load_datalist(path, held_out_keys) if held_out_keys else []
-    return load_datalist(path, train_keys)
+        items = load_datalist(path, held_out_keys) if held_out_keys else []
+    else:
+        items = load_datalist(path, train_keys)
+    return items if negatives else [item for item in items if item.get("fractured")]
 
 
 def negative_share_weights(items: Sequence[dict[str, Any]], negative_share: float) -> list[float]:

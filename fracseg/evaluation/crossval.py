@@ -77,9 +77,9 @@ class FoldCase:
 
 
 def fold_weights(cv_dir: str | Path, fold: int) -> Path:
-    """The last epoch checkpoint of fold ``fold`` (the CV runs keep the last epoch; nothing is chosen on the
-    held-out fold), or, without a checkpoint folder, that epoch's exported weights ``fold<k>/model.pt``
-    (``scripts/export_model.py``: how finished folds are kept once their checkpoints are gone)."""
+    """The fold model of fold ``fold``: its exported last epoch ``fold<k>/model.pt`` (written by
+    ``scripts/train_cv.py`` once the fold's last stage has finished; nothing is chosen on the held-out fold),
+    or, without one, the newest checkpoint in ``fold<k>/checkpoints`` (a fold trained by hand)."""
     found = _fold_weights_if_any(cv_dir, fold)
     if found is None:
         folder = Path(cv_dir) / f"fold{fold}" / "checkpoints"
@@ -88,11 +88,11 @@ def fold_weights(cv_dir: str | Path, fold: int) -> Path:
 
 
 def _fold_weights_if_any(cv_dir: str | Path, fold: int) -> Path | None:
-    newest = checkpoints_newest_first(Path(cv_dir) / f"fold{fold}" / "checkpoints")
-    if newest:
-        return newest[0]
     exported = Path(cv_dir) / f"fold{fold}" / "model.pt"
-    return exported if exported.is_file() else None
+    if exported.is_file():
+        return exported
+    newest = checkpoints_newest_first(Path(cv_dir) / f"fold{fold}" / "checkpoints")
+    return newest[0] if newest else None
 
 
 def rule_of(chosen: dict[str, Any]) -> DecisionRule:

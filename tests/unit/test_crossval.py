@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,26 +87,34 @@ def test_unreadable_held_out_image_is_a_row_with_its_error() -> None:
     assert result["cross_fitted"]["errors"] == [{"image_id": "BAD", "error": "truncated"}]
 
 
+STAGE_1 = ["bundle/configs/train.json", "bundle/configs/train_cpu.json", "bundle/configs/train_cv.json"]
+STAGE_2 = [*STAGE_1, "bundle/configs/train_cv_whole.json"]
+
+
 @pytest.mark.parametrize("fold", [0, 3, -1])
-def test_train_cv_config_trains_on_the_other_folds_and_holds_one_out(tmp_path, fold) -> None:
+@pytest.mark.parametrize("stage", [1, 2])
+def test_train_cv_config_trains_on_the_other_folds_and_holds_one_out(tmp_path, fold, stage) -> None:
     out = tmp_path / "prepared"
     prepare_fracatlas(make_layout(tmp_path / "FracAtlas"), out)
     parser = ConfigParser()
-    parser.read_config(
-        ["bundle/configs/train.json", "bundle/configs/train_cpu.json", "bundle/configs/train_cv.json"]
-    )
+    parser.read_config(STAGE_1 if stage == 1 else STAGE_2)
     parser.update({"cv_fold": fold, "cv_dir": str(tmp_path / "cv"), "datalist": str(out / "datalist.json")})
     train = parser.get_parsed_content("train#dataset#data")
     held = parser.get_parsed_content("validate#dataset#data")
     dl = json.loads((out / "datalist.json").read_text())
     expect_held = {e["image_id"] for e in dl[f"cv_fold{max(fold, 0)}"]}
     assert {e["image_id"] for e in held} == expect_held
+    fold_dir = tmp_path / "cv" / (f"fold{fold}" if fold >= 0 else "release")
+    # stage 1 (crops) in fold<k>/crops, stage 2 (whole images) in fold<k>, from stage 1's export
+    assert parser.get_parsed_content("output_dir") == str(fold_dir / "crops" if stage == 1 else fold_dir)
+    if stage == 2:
+        assert parser.get_parsed_content("init_weights") == str(fold_dir / "crops" / "model.pt")
+        assert parser.get_parsed_content("patch_size") == [512, 512]
+    train_ids = {e["image_id"] for e in train}
     if fold >= 0:
-        assert not expect_held & {e["image_id"] for e in train}
-        assert parser.get_parsed_content("output_dir") == str(tmp_path / "cv" / f"fold{fold}")
+        assert not expect_held & train_ids
     else:  # the release run trains on every fold (its validation fold is in-sample, for the curve only)
-        assert {e["image_id"] for e in train} >= expect_held
-        assert parser.get_parsed_content("output_dir") == str(tmp_path / "cv" / "release")
+        assert train_ids >= {e["image_id"] for e in held if e["fractured"] or stage == 2}
     assert parser.get_parsed_content("fit_lr_to_budget") is False
     # each epoch draws epoch_length crops, negative_share of them from non-fractured training images
     sampler = parser.get_parsed_content("train#dataloader#sampler")
@@ -114,28 +123,30 @@ def test_train_cv_config_trains_on_the_other_folds_and_holds_one_out(tmp_path, f
     weights = sampler.weights.tolist()
     negatives = sum(w for w, e in zip(weights, train, strict=True) if not e["fractured"])
     assert negatives / sum(weights) == pytest.approx(share)
+    # a stage that draws no negative does not load them either
+    assert any(not e["fractured"] for e in train) == (share > 0)
     assert parser.get_parsed_content("train#dataloader#shuffle") is False
 
 
-def test_fold_weights_fall_back_to_the_exported_last_epoch(tmp_path) -> None:
+def test_fold_weights_are_the_export_else_the_newest_checkpoint(tmp_path) -> None:
     from fracseg.errors import DatasetError
     from fracseg.evaluation.crossval import fold_weights
 
     with pytest.raises(DatasetError, match="no checkpoint"):
         fold_weights(tmp_path, 2)
-    (tmp_path / "fold2").mkdir()
-    (tmp_path / "fold2" / "model.pt").write_bytes(b"x")
-    assert fold_weights(tmp_path, 2) == tmp_path / "fold2" / "model.pt"
     ckpts = tmp_path / "fold2" / "checkpoints"
-    ckpts.mkdir()
+    ckpts.mkdir(parents=True)
     for epoch in (23, 24):
         (ckpts / f"checkpoint_epoch={epoch}.pt").write_bytes(b"x")
     assert fold_weights(tmp_path, 2) == ckpts / "checkpoint_epoch=24.pt"
+    # the export of the finished fold wins over any checkpoint left beside it
+    (tmp_path / "fold2" / "model.pt").write_bytes(b"x")
+    assert fold_weights(tmp_path, 2) == tmp_path / "fold2" / "model.pt"
 
 
-def test_a_fold_with_only_its_export_counts_as_finished(tmp_path) -> None:
-    """A finished fold kept as ``fold<k>/model.pt`` alone (its checkpoints left on another machine) is not
-    trained again by ``scripts/train_cv.py``; a fold with only an earlier epoch's checkpoint is."""
+def test_a_stage_with_only_its_export_counts_as_finished(tmp_path) -> None:
+    """A finished stage kept as its ``model.pt`` alone (its checkpoints left on another machine) is not
+    trained again by ``scripts/train_cv.py``; a stage with only an earlier epoch's checkpoint is."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("train_cv", "scripts/train_cv.py")
@@ -144,10 +155,16 @@ def test_a_fold_with_only_its_export_counts_as_finished(tmp_path) -> None:
     ckpts = tmp_path / "fold1" / "checkpoints"
     ckpts.mkdir(parents=True)
     (ckpts / "checkpoint_epoch=20.pt").write_bytes(b"x")
-    assert not train_cv.finished(tmp_path, 1, 100)
+    assert not train_cv.finished(tmp_path / "fold1", 100)
     (ckpts / "checkpoint_epoch=100.pt").write_bytes(b"x")
-    assert train_cv.finished(tmp_path, 1, 100)
-    assert not train_cv.finished(tmp_path, 2, 100)
+    assert train_cv.finished(tmp_path / "fold1", 100)
+    assert not train_cv.finished(tmp_path / "fold2", 100)
     (tmp_path / "fold2").mkdir()
     (tmp_path / "fold2" / "model.pt").write_bytes(b"x")
-    assert train_cv.finished(tmp_path, 2, 100)
+    assert train_cv.finished(tmp_path / "fold2", 100)
+    # each stage's epochs are those of its last config that sets them
+    (_, configs1, sub1), (_, configs2, sub2) = train_cv.STAGES
+    assert (sub1, sub2) == ("crops", "")
+    assert train_cv.stage_epochs(configs1, []) == json.loads(Path(configs1[-1]).read_text())["epochs"]
+    assert train_cv.stage_epochs(configs2, []) == json.loads(Path(configs2[-1]).read_text())["epochs"]
+    assert train_cv.stage_epochs(configs2, ["--epochs", "3"]) == 3
