@@ -1,4 +1,4 @@
-"""``fracseg`` command line: ``prepare``, ``info``, ``infer``, ``evaluate``, ``fit-image-head``.
+"""``fracseg`` command line: ``prepare``, ``info``, ``infer``, ``evaluate``.
 
 Thin: the work happens in the library.
 """
@@ -91,7 +91,6 @@ def _predictor_kwargs(args: argparse.Namespace) -> dict:
         "bundle": bundle,
         "precision": args.precision,
         "mirror": args.mirror,
-        "image_head": _image_head_argument(args.image_head),
     }
 
 
@@ -99,39 +98,6 @@ def _predictor(args: argparse.Namespace) -> Predictor:
     from fracseg.inference import Predictor
 
     return Predictor(**_predictor_kwargs(args))
-
-
-def _image_head_argument(value: str | None) -> bool | str:
-    """``--image-head``: default (``None``) the bundle's, ``none`` no head, else a file."""
-    if value is None:
-        return True
-    return False if value.lower() == "none" else value
-
-
-def _cmd_fit_image_head(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from fracseg.engines.image_head_fit import fit_image_head
-    from fracseg.inference import DEFAULT_BUNDLE
-
-    bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
-    with _progress_bar("image head features", args.quiet) as progress:
-        info = fit_image_head(
-            args.root,
-            args.output,
-            prepared=args.prepared,
-            weights=args.weights or bundle / "models" / "model.pt",
-            bundle=bundle,
-            limit=args.limit,
-            progress=progress,
-        )
-    print(
-        f"image head fitted on {info['images']} images ({info['fractured']} fractured) of "
-        f"{', '.join(info['keys'])}: "
-        f"L2 {info['l2']:g}, cross-validated AUROC {info['cv_auroc']:.3f}, training AUROC "
-        f"{info['train_auroc']:.3f} ({info['precision']}, mirror {info['mirror']}); wrote {args.output}"
-    )
-    return 0
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
@@ -287,12 +253,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"  calibration (this split): threshold {cal['threshold']}, min_region_pixels "
             f"{cal['min_region_pixels']}, score_top_pixels "
             f"{cal['score_top_pixels']}, score_threshold {cal['score_threshold']:.4f}"
-            + (
-                f", image_head_threshold {cal['image_head_threshold']:.4f} (image head AUROC "
-                f"{cal['auroc_image_head']:.3f})"
-                if cal.get("image_head_threshold") is not None
-                else ""
-            )
         )
         fit = cal["crossfit"]["cross_fitted"]
         ci = fit["ci95"]
@@ -334,12 +294,6 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threshold", type=float, default=None, help="pixel threshold (default: the bundle's)"
-    )
-    parser.add_argument(
-        "--image-head",
-        default=None,
-        help="image-level head file, or 'none' for the mask's top-pixel score (default: the bundle's "
-        "inference.json 'image_head', used when it was fitted for these weights)",
     )
 
 
@@ -444,23 +398,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_evaluate)
-
-    fit = sub.add_parser(
-        "fit-image-head",
-        help="fit the image-level fracture head on the training split's features of a trained generator",
-    )
-    fit.add_argument("root", help="FracAtlas root folder (release layout)")
-    fit.add_argument(
-        "--output", "-o", required=True, help="head file to write (e.g. bundle/models/image_head.pt)"
-    )
-    fit.add_argument("--prepared", required=True, help="preparation folder (made when missing)")
-    fit.add_argument("--bundle", default=None, help="bundle folder (default: bundle/)")
-    fit.add_argument(
-        "--weights", default=None, help="generator checkpoint (default: <bundle>/models/model.pt)"
-    )
-    fit.add_argument("--limit", type=int, default=None, help="first N fractured + N non-fractured images")
-    fit.add_argument("--quiet", action="store_true", help="no progress bar")
-    fit.set_defaults(func=_cmd_fit_image_head)
     return parser
 
 

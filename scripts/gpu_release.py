@@ -67,7 +67,7 @@ PLATFORMS = [
 ]
 #: The network and decision-rule keys of inference.json that travel with a model.
 MODEL_KEYS = ("generator_channels", "generator_strides", "generator_res_units", "spatial_size")
-RULE_KEYS = ("threshold", "min_region_pixels", "score_top_pixels", "score_threshold", "image_head_threshold")
+RULE_KEYS = ("threshold", "min_region_pixels", "score_top_pixels", "score_threshold")
 
 
 # --------------------------------------------------------------------------------------------- pack

@@ -52,7 +52,7 @@ def main() -> None:
         print(f"outside the promise: {Path(r['image']).name}: {r}")
     print(
         f"\nimages re-computed in fp32 by the bf16 predictor (score within {bf16.inferer.fp32_margin} of the "
-        f"image threshold {bf16.rule.image_threshold()} on the top-pixel score): "
+        f"image threshold {bf16.rule.score_threshold} on the top-pixel score): "
         f"{bf16.inferer.rechecked} of {summary['images']}"
     )
 

@@ -96,7 +96,7 @@ def _fold_weights_if_any(cv_dir: str | Path, fold: int) -> Path | None:
 
 
 def rule_of(chosen: dict[str, Any]) -> DecisionRule:
-    """The :class:`DecisionRule` of a :func:`calibrate` result (no image head)."""
+    """The :class:`DecisionRule` of a :func:`calibrate` result."""
     return DecisionRule(
         threshold=chosen["threshold"],
         score_threshold=chosen["score_threshold"],
@@ -293,7 +293,7 @@ def evaluate_cv(
     for fold in folds:
         weights = fold_weights(cv_dir, fold)
         models[fold] = weights.name
-        kwargs: dict[str, Any] = {"weights": weights, "device": device, "image_head": False, "mirror": False}
+        kwargs: dict[str, Any] = {"weights": weights, "device": device, "mirror": False}
         if bundle is not None:
             kwargs["bundle"] = bundle
         predictor = Predictor(**kwargs)

@@ -83,8 +83,6 @@ class Case:
     thumbnail: np.ndarray | None = None
     probability: np.ndarray | None = None
     truth: np.ndarray | None = None
-    #: the image head's probability (``None`` without a head): the score the rule gates on
-    image_score: float | None = None
     instances: list[np.ndarray] = field(default_factory=list)
 
 
@@ -170,7 +168,6 @@ def score_case(
         thumbnail=_thumbnail(pred.image, truth, pred.mask) if row["fractured"] else None,
         probability=pred.probability if keep_maps else None,
         truth=truth if keep_maps else None,
-        image_score=pred.image_score,
         instances=instances if keep_maps else [],
     )
 
@@ -267,9 +264,7 @@ def confidence_intervals(
     return {name: bootstrap_ci(fn, n_pos, n_neg, reps=reps) for name, fn in statistics.items()}
 
 
-def calibrate(
-    cases: list[Case], target_sensitivity: float = 0.85, head_decides: bool = False
-) -> dict[str, Any]:
+def calibrate(cases: list[Case], target_sensitivity: float = 0.85) -> dict[str, Any]:
     """Choose the decision rule on this split (use on valid only).
 
     Pixel threshold: best mean Dice on fractured images (score gate off). Minimum region size: the
@@ -277,9 +272,7 @@ def calibrate(
     :data:`MIN_REGION_DICE_TOLERANCE` of the best. Score summary and image threshold: best AUROC over
     :data:`CALIBRATION_TOP_PIXELS`, then the highest threshold at which the full decision (score gate and
     a surviving region) keeps sensitivity >= ``target_sensitivity`` (where no threshold does: the highest
-    that reaches the largest sensitivity the model can give). ``head_decides``: the rule's (kept, not
-    chosen); with it the head's "yes" needs no region, so the head's threshold is chosen on its score
-    alone.
+    that reaches the largest sensitivity the model can give).
     """
     usable = [c for c in cases if c.probability is not None]
     fractured = [c for c in usable if c.row["fractured"]]
@@ -303,12 +296,10 @@ def calibrate(
         scores_at[k] = [fracture_score(c.probability, k) for c in usable]
         auroc_at[k] = roc_auc(scores_at[k], labels)
     top = max(auroc_at, key=lambda k: (np.nan_to_num(auroc_at[k], nan=-1.0), -k))
-    head = all(c.image_score is not None for c in usable)
     # decide() reports a fracture only when the score passes the gate AND a region survives the pixel
     # threshold and the size filter; an image without such a region is negative at any image threshold,
     # so the threshold is chosen on that decision, not on the score alone (which overstates sensitivity
-    # once the gate falls below the pixel threshold). With head_decides the head's "yes" needs no region
-    # (decide() step 5), so its threshold is chosen on its score alone.
+    # once the gate falls below the pixel threshold).
     ungated = DecisionRule(threshold=threshold, score_threshold=0.0, min_region_pixels=min_region)
     has_region = [bool(decide(c.probability, ungated).regions) for c in usable]
 
@@ -316,20 +307,14 @@ def calibrate(
         decisive = [s if r else -np.inf for s, r in zip(scores, regions, strict=True)]
         return float(threshold_at_sensitivity(decisive, labels, target_sensitivity))
 
-    # the top-pixel threshold is always chosen, so that weights without a fitted head keep a rule
-    head_scores = [float(c.image_score) for c in usable] if head else None  # type: ignore[arg-type]
-    head_regions = [r or head_decides for r in has_region]
     return {
         "threshold": threshold,
         "min_region_pixels": int(min_region),
         "mean_dice_by_min_region_pixels": dice_by_region,
         "score_top_pixels": int(top),
         "score_threshold": gate(scores_at[top], has_region),
-        "image_head_threshold": gate(head_scores, head_regions) if head_scores is not None else None,
-        "head_decides": head_decides,
         "mean_dice_by_threshold": dice_at,
         "auroc_by_top_pixels": auroc_at,
-        "auroc_image_head": roc_auc(head_scores, labels) if head_scores is not None else None,
         "target_sensitivity": target_sensitivity,
     }
 
@@ -341,9 +326,7 @@ def crossfit(
     decided by the rule chosen on the other folds (``folds[i]`` is ``cases[i]``'s fold; FracAtlas entries
     carry the hashed ``cv_fold``), and the pooled decisions are measured with 95 % bootstrap intervals, as
     ``fracseg evaluate --cv`` does for fold models (:func:`fracseg.evaluation.crossval.crossfit_folds`).
-    ``view``: the name of the maps' test-time view (``mirror`` or ``plain``). The image head's threshold,
-    where a head gives the score, is chosen by :func:`calibrate` but not cross-fitted: the figures are those
-    of the top-pixel score."""
+    ``view``: the name of the maps' test-time view (``mirror`` or ``plain``)."""
     from fracseg.evaluation.crossval import FoldCase, crossfit_folds
 
     fold_cases = []
@@ -413,8 +396,7 @@ def evaluate(
         citation="FracAtlas (Abedeen et al., Sci Data 10:521, 2023), CC BY 4.0",
     )
     if calibrate_rule:
-        alone = predictor.rule.head_decides
-        metrics["calibration"] = calibrate(cases, head_decides=alone)
+        metrics["calibration"] = calibrate(cases)
         view = "mirror" if predictor.mirror else "plain"
         folds = [int(e.get("cv_fold", -1)) for e in entries]
         metrics["calibration"]["crossfit"] = crossfit(cases, folds, view)

@@ -18,16 +18,6 @@ if TYPE_CHECKING:
 GRID_PER_GROUP = 4
 
 
-def _head_rule(rule: dict[str, Any]) -> str:
-    """The image head's part of the rule line (empty without one)."""
-    if rule.get("image_head_threshold") is None:
-        return ""
-    text = f"; with the image head: image threshold {_fmt(rule['image_head_threshold'], 4)} on its score"
-    if rule.get("head_decides"):
-        text += ", whose yes needs no region"
-    return text
-
-
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
@@ -116,9 +106,7 @@ def markdown(metrics: dict[str, Any], figures: list[str], grid: str | None) -> s
         f"{len(metrics['errors'])} unreadable. Model sha256 `{str(metrics['model']['weights_sha256'])[:12]}`"
         f"{'' if metrics['model']['trained_model'] else ' (UNTRAINED)'}; rule: pixel threshold "
         f"{rule['threshold']}, score = mean of top {rule['score_top_pixels']} px, image threshold "
-        f"{_fmt(rule['score_threshold'])}, min region {rule['min_region_pixels']} px"
-        + _head_rule(rule)
-        + ".",
+        f"{_fmt(rule['score_threshold'])}, min region {rule['min_region_pixels']} px.",
         "",
         "## Pixel level (fractured images)",
         "",
@@ -184,13 +172,6 @@ def markdown(metrics: dict[str, Any], figures: list[str], grid: str | None) -> s
             f"- image threshold {_fmt(cal['score_threshold'], 4)} (highest with sensitivity >= "
             f"{cal['target_sensitivity']})",
         ]
-        if cal.get("image_head_threshold") is not None:
-            lines.append(
-                f"- image head: AUROC {_fmt(cal['auroc_image_head'])}, image threshold "
-                f"{_fmt(cal['image_head_threshold'], 4)} (the same criterion); the head's probability is "
-                "the score wherever the head applies"
-                + ("; its yes needs no region" if cal.get("head_decides") else "")
-            )
         if "crossfit" in cal:
             folds = cal["crossfit"]["folds"]
             fit = cal["crossfit"]["cross_fitted"]

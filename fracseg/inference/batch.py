@@ -235,7 +235,7 @@ def _finish_and_write(
         seg_written = False
         if settings.get("dicom_seg") and pred.meta.get("format") == ImageFormat.DICOM:
             write_dicom_seg(item.path, pred.mask, seg_path(output, item))
-            model = ModelInfo.of(predictor, pred.image_score)  # the findings, referencing the SEG
+            model = ModelInfo.of(predictor)  # the findings, referencing the SEG
             write_dicom_sr(item.path, seg_path(output, item), pred.decision, model, sr_path(output, item))
             seg_written = True
         else:  # a SEG/SR of an earlier run (other settings) would no longer match this mask

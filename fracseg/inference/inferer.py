@@ -4,29 +4,22 @@
   (:func:`fracseg.networks.generator.with_empty_guidance`);
 - precision: the forward pass in bf16 or fp32 (:meth:`fracseg.precision.Precision.answer`);
 - mirror: the mean with the left-right mirrored image (:func:`fracseg.inference.views.mirror_averaged`);
-- head: an optional image-level head attached once per network (:meth:`GuidedInferer.attach_head`,
-  :func:`fracseg.networks.image_head.attach_image_head_file`; none is shipped);
 - fp32 re-check: borderline bf16 answers computed again in fp32 (:mod:`fracseg.inference.recheck`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from monai.inferers import Inferer
-from monai.networks.nets import UNet
 
 from fracseg.inference.decision import DecisionRule
 from fracseg.inference.recheck import Fp32Recheck, display_shapes
 from fracseg.inference.views import mirror_averaged
-from fracseg.io import file_sha256
 from fracseg.networks.generator import GENERATOR_IN_CHANNELS, with_empty_guidance
-from fracseg.networks.image_head import attach_image_head_file, has_image_head
 from fracseg.precision import Precision, resolve_precision
 
 __all__ = ["GuidedInferer", "mirror_averaged"]
@@ -52,16 +45,12 @@ class GuidedInferer(Inferer):
         mirror: average the probabilities with those of the left-right mirrored input
             (:func:`mirror_averaged`).
         rule: the bundle's decision rule (``"rule": "@decision_rule"``): the re-check's band is centred on
-            its image threshold (``image_head_threshold`` where the head answers, else ``score_threshold``
-            on its ``score_top_pixels`` summary); ``None`` turns the fp32 re-check off. Configs before
-            bundle 0.10.3 give ``score_threshold``, ``score_top_pixels`` and ``image_head_threshold``
-            instead (accepted as ``rule_settings``); 0.10.x's ``head_views`` and ``fp32_own_view`` are
-            ignored with a warning.
+            its ``score_threshold`` (on its ``score_top_pixels`` summary); ``None`` turns the fp32 re-check
+            off. Configs before bundle 0.10.3 give ``score_threshold`` and ``score_top_pixels`` instead
+            (accepted as ``rule_settings``); the image head's settings of 0.10.x and 0.11.0
+            (``image_head``, ``weights``, ``image_head_threshold``, ``head_views``, ``fp32_own_view``) are
+            ignored, with a warning where one was set.
         fp32_margin: half-width of the band around the image threshold re-computed in fp32 (0: off).
-        image_head: the image-level head file (:mod:`fracseg.networks.image_head`): attached to the network
-            on its first call when it was fitted for ``weights``; the logits then get a second channel,
-            the image's fracture logit, which the decision rule uses as ``fracture_score``.
-        weights: the generator weights file the network holds (for the head's check); ``None``: no check.
         channels_last: inputs and network in channels_last in fp32 too (bf16 always uses it). The bundle's
             inference sets it: oneDNN's NHWC convolutions give the same fp32 answer for any thread count,
             where the default layout's last bits move with it, so a one-thread Ray worker answers exactly as
@@ -75,16 +64,16 @@ class GuidedInferer(Inferer):
         mirror: bool = False,
         rule: DecisionRule | None = None,
         fp32_margin: float = 0.0,
-        image_head: str | os.PathLike[str] | None = None,
-        weights: str | os.PathLike[str] | None = None,
         channels_last: bool = False,
         **rule_settings: Any,
     ) -> None:
         super().__init__()
-        dropped = sorted(k for k in ("head_views", "fp32_own_view") if rule_settings.pop(k, None))
-        if dropped:  # an app's bundle copy from 0.10.x: every view is now the image's own, in one precision
-            logger.warning("GuidedInferer: %s no longer exist (bundle 0.11.0) and are ignored", dropped)
-        legacy = {"score_threshold", "score_top_pixels", "image_head_threshold"}
+        rule_settings.pop("weights", None)  # the image head's check (an app's bundle copy of 0.10-0.11.0)
+        gone = ("head_views", "fp32_own_view", "image_head", "image_head_threshold")
+        dropped = sorted(k for k in gone if rule_settings.pop(k, None) is not None)
+        if dropped:  # an app's kept bundle copy from before 0.11.1: the image head and its views are gone
+            logger.warning("GuidedInferer: %s no longer exist (bundle 0.11.1) and are ignored", dropped)
+        legacy = {"score_threshold", "score_top_pixels"}
         if rule_settings and (rule is not None or not set(rule_settings) <= legacy):
             raise TypeError(f"GuidedInferer: unexpected arguments {sorted(rule_settings)}")
         self.in_channels = in_channels
@@ -93,15 +82,12 @@ class GuidedInferer(Inferer):
         #: the fp32 re-check, with the rule's thresholds and the margin it uses
         self.rule = rule
         gate = (
-            {k: getattr(rule, k) for k in ("score_threshold", "score_top_pixels", "image_head_threshold")}
+            {k: getattr(rule, k) for k in ("score_threshold", "score_top_pixels")}
             if rule is not None
             else rule_settings  # configs before bundle 0.10.3 (an app's kept copy) give the thresholds
         )
         self.recheck = Fp32Recheck(fp32_margin, **gate)
-        self.image_head = None if image_head is None else Path(image_head)
-        self.weights = None if weights is None else Path(weights)
         self.channels_last = bool(channels_last)
-        self._head_tried: set[int] = set()
         self._resolved: dict[str, Precision] = {}
 
     @property
@@ -122,10 +108,6 @@ class GuidedInferer(Inferer):
         return self.recheck.score_top_pixels
 
     @property
-    def image_head_threshold(self) -> float | None:
-        return self.recheck.image_head_threshold
-
-    @property
     def rechecked(self) -> int:
         """How many images the fp32 re-check has re-computed (for benchmarks and the agreement study)."""
         return self.recheck.count
@@ -136,23 +118,10 @@ class GuidedInferer(Inferer):
             self._resolved[device.type] = resolve_precision(self.precision, device)
         return self._resolved[device.type]
 
-    def attach_head(self, network: Any) -> bool:
-        """Give ``network`` the image head (once per network; see ``image_head``); whether it has one."""
-        if not isinstance(network, UNet):
-            return False
-        if self.image_head is not None and id(network) not in self._head_tried:
-            self._head_tried.add(id(network))
-            sha = None
-            if self.weights is not None:
-                sha = file_sha256(self.weights) if self.weights.is_file() else "untrained"
-            attach_image_head_file(network, self.image_head, sha)
-        return has_image_head(network)
-
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Logits for ``inputs``; ``display_shapes`` (a keyword, not passed on to ``network``): each item's
         displayed ``(H, W)`` for the fp32 re-check, where ``inputs`` is not a MetaTensor that has them."""
         shapes = display_shapes(inputs, kwargs.pop("display_shapes", None))
-        self.attach_head(network)
         precision = self.resolved(inputs.device)
         automatic = inputs.shape[1] < self.in_channels
         batch = with_empty_guidance(inputs, self.in_channels)

@@ -15,7 +15,7 @@ from monai.transforms import Compose, CopyItemsd, Invertd
 
 from fracseg.errors import find_fracseg_error
 from fracseg.inference.bundle import DEFAULT_BUNDLE, inference_config
-from fracseg.inference.decision import Decision, DecisionRule, decide, image_score_of
+from fracseg.inference.decision import Decision, DecisionRule, decide
 from fracseg.inference.inferer import GuidedInferer
 from fracseg.io import file_sha256
 from fracseg.networks import load_generator_state
@@ -38,15 +38,12 @@ class Prediction:
         decision: mask, regions, ``fracture_score`` and ``fracture_present`` from the bundle's
             :class:`~fracseg.inference.decision.DecisionRule`.
         meta: reader metadata (``XrayMeta.to_dict()`` plus MONAI keys).
-        image_score: the image head's probability (``None`` without a head); the decision's
-            ``fracture_score`` where present.
     """
 
     image: np.ndarray
     probability: np.ndarray
     decision: Decision
     meta: dict[str, Any]
-    image_score: float | None = None
 
     @property
     def mask(self) -> np.ndarray:
@@ -105,9 +102,6 @@ class Predictor:
         mirror: average with the left-right mirrored input
             (:func:`fracseg.inference.inferer.mirror_averaged`); default: the bundle's ``mirror`` (the
             decision rule is calibrated with it).
-        image_head: the image-level head file (:mod:`fracseg.networks.image_head`); ``True``: the
-            bundle's ``image_head`` (none is shipped); ``False``: none. Attached only when it was fitted
-            for ``weights``.
     """
 
     def __init__(
@@ -121,7 +115,6 @@ class Predictor:
         network: torch.nn.Module | None = None,
         precision: str | None = None,
         mirror: bool | None = None,
-        image_head: bool | str | os.PathLike[str] = True,
     ) -> None:
         weights_exist = weights is not None and Path(weights).exists()
         overrides = self.config_overrides(
@@ -131,7 +124,6 @@ class Predictor:
             rule,
             precision,
             mirror,
-            image_head,
         )
         #: the bundle's inference config with this predictor's overrides: every part below is built from it
         self.config = inference_config(bundle, overrides)
@@ -159,10 +151,6 @@ class Predictor:
         self.precision: Precision = resolve_precision(self.inferer.precision, self.device)
         self.network.to(self.device).eval()
         self.precision.prepare_module(self.network)
-        self.image_head_sha256 = None
-        if self.inferer.attach_head(self.network):
-            head = self.inferer.image_head
-            self.image_head_sha256 = file_sha256(head) if head is not None else "attached by the caller"
         logger.info("inference precision: %s on %s", self.precision.name, self.device)
         # The bundle's preprocessing, split so the full-size normalised image stays available for the overlay.
         self.load, self.letterbox = split_preprocessing(self.config.get_parsed_content("preprocessing"))
@@ -176,15 +164,10 @@ class Predictor:
         rule: DecisionRule | None = None,
         precision: str | None = None,
         mirror: bool | None = None,
-        image_head: bool | str | os.PathLike[str] = True,
     ) -> dict[str, Any]:
-        """The ``inference.json`` overrides of the constructor's arguments (``None``/``True``: the bundle's):
-        ``weights`` is the trained weights file, ``None`` when there is none (then no image head)."""
+        """The ``inference.json`` overrides of the constructor's arguments (``None``: the bundle's):
+        ``weights`` is the trained weights file, ``None`` when there is none."""
         overrides: dict[str, Any] = {"ckpt_path": None if weights is None else os.fspath(weights)}
-        if weights is None or not image_head:
-            overrides["image_head_path"] = None
-        elif image_head is not True:
-            overrides["image_head_path"] = os.fspath(image_head)
         if spatial_size is not None:
             overrides["spatial_size"] = int(spatial_size)
         if rule is not None:
@@ -212,7 +195,6 @@ class Predictor:
             "precision": self.precision.name,
             "mirror": self.mirror,
             "fp32_margin": self.inferer.fp32_margin,
-            "image_head_sha256": self.image_head_sha256,
         }
 
     def prepare(self, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -238,8 +220,7 @@ class Predictor:
     def infer(
         self, images: torch.Tensor, display_shapes: list[tuple[int, int]] | None = None
     ) -> torch.Tensor:
-        """Fracture probabilities ``(B, C, S, S)`` (float32, CPU) for a batch of letterboxed X-rays: channel
-        0 per pixel, channel 1 (with the image head) the image-level probability, constant over the image.
+        """Fracture probabilities ``(B, 1, S, S)`` (float32, CPU) for a batch of letterboxed X-rays.
 
         ``display_shapes``: each image's displayed ``(H, W)``, for the inferer's fp32 re-check of borderline
         bf16 answers (:class:`fracseg.inference.inferer.GuidedInferer`)."""
@@ -257,13 +238,11 @@ class Predictor:
         }
         restored = self.invert(data)["pred"]
         channels = np.asarray(restored.as_tensor(), dtype=np.float32).clip(0.0, 1.0)
-        image_score = image_score_of(channels)
         return Prediction(
             image=prepared["original"],
             probability=channels[0],
-            decision=decide(channels[0], self.rule, image_score),
+            decision=decide(channels[0], self.rule),
             meta=dict(image.meta),
-            image_score=image_score,
         )
 
     def predict(self, path: str | os.PathLike[str]) -> Prediction:

@@ -2,8 +2,7 @@
 
 bf16 moves scores by up to a few hundredths, so near the threshold it can flip the yes/no answer, while
 re-running the few borderline images (about 2 %) keeps the decision the same as fp32's at a small share of
-the time bf16 saves. With the image head (:mod:`fracseg.networks.image_head`) the score is its channel;
-without it, the score is taken on the letterboxed map with the number of top pixels scaled by the
+the time bf16 saves. The score is taken on the letterboxed map with the number of top pixels scaled by the
 letterbox's area ratio, where the input's displayed size is known (a MetaTensor's ``spatial_shape``, or
 the caller's ``display_shapes``): close to the displayed-size score the rule uses, and the margin covers
 the rest.
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from fracseg.inference.decision import fracture_score, image_score_of
+from fracseg.inference.decision import fracture_score
 
 logger = logging.getLogger(__name__)
 
@@ -32,17 +31,14 @@ class Fp32Recheck:
 
     Args:
         margin: half-width of the band around the threshold re-computed in fp32 (0: off).
-        score_threshold: the rule's image threshold on the top-pixel score; ``None`` (and no
-            ``image_head_threshold``) turns the re-check off.
+        score_threshold: the rule's image threshold on the top-pixel score; ``None`` turns the re-check
+            off.
         score_top_pixels: the rule's score summary (:func:`fracseg.inference.decision.fracture_score`).
-        image_head_threshold: the rule's image threshold on the head's probability (the band is centred on
-            it when the head answers).
     """
 
     margin: float = 0.0
     score_threshold: float | None = None
     score_top_pixels: int = 1
-    image_head_threshold: float | None = None
     #: How many images have been re-computed (for benchmarks and the agreement study).
     count: int = 0
 
@@ -50,14 +46,11 @@ class Fp32Recheck:
         self.margin = float(self.margin)
         self.score_threshold = None if self.score_threshold is None else float(self.score_threshold)
         self.score_top_pixels = int(self.score_top_pixels)
-        if self.image_head_threshold is not None:
-            self.image_head_threshold = float(self.image_head_threshold)
 
     @property
     def active(self) -> bool:
         """A margin and a threshold to centre it on."""
-        gated = self.score_threshold is not None or self.image_head_threshold is not None
-        return gated and self.margin > 0
+        return self.score_threshold is not None and self.margin > 0
 
     def top_pixels(self, side: int, shape: tuple[int, int] | None) -> int:
         """``score_top_pixels`` at letterbox scale: the displayed image's top k pixels cover about
@@ -68,13 +61,8 @@ class Fp32Recheck:
         return max(1, round(self.score_top_pixels * scale * scale))
 
     def distance(self, probability: np.ndarray, side: int, shape: tuple[int, int] | None) -> float:
-        """How far one item's image score lies from the threshold that applies to it, from its ``(C, S, S)``
-        letterboxed probabilities: the head's channel against ``image_head_threshold`` where both exist
-        (as :meth:`fracseg.inference.decision.DecisionRule.uses_head`), else the mask channel's top-pixel
-        summary against ``score_threshold``."""
-        head = image_score_of(probability)
-        if head is not None and self.image_head_threshold is not None:
-            return abs(head - self.image_head_threshold)
+        """How far one item's image score lies from the image threshold, from its ``(1, S, S)`` letterboxed
+        probabilities: the top-pixel summary against ``score_threshold``."""
         if self.score_threshold is None:
             return float("inf")
         return abs(fracture_score(probability[0], self.top_pixels(side, shape)) - self.score_threshold)

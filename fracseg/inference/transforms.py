@@ -20,7 +20,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from fracseg.inference.batch import file_stem, output_stems, write_predictions
-from fracseg.inference.decision import DecisionRule, decide, image_score_of
+from fracseg.inference.decision import DecisionRule, decide
 from fracseg.inference.outputs import write_mask_png, write_overlay_png
 
 logger = logging.getLogger(__name__)
@@ -39,8 +39,7 @@ def _plane(value: Any) -> np.ndarray:
 
 
 class FractureDecisiond(MapTransform):
-    """Probability map ``(1, H, W)`` (or ``(2, H, W)`` with the image head's channel) -> binary mask
-    ``(1, H, W)`` by the bundle's decision rule.
+    """Probability map ``(1, H, W)`` -> binary mask ``(1, H, W)`` by the bundle's decision rule.
 
     Also stores ``{"fracture_score", "fracture_present", "regions"}`` under ``data["fracture"]``.
 
@@ -61,7 +60,7 @@ class FractureDecisiond(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             channels = _channels(d[key])
-            decision = decide(channels[0], self.rule, image_score_of(channels))
+            decision = decide(channels[0], self.rule)
             mask = torch.from_numpy(decision.mask.astype(np.float32))[None]
             d[key] = MetaTensor(mask, meta=d[key].meta) if isinstance(d[key], MetaTensor) else mask
             d[DECISION_KEY] = {

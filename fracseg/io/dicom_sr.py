@@ -7,7 +7,7 @@ study as the X-ray and referencing it and the SEG (both are the SR's evidence):
   "Fracture" = Present (SCT 52101004), Suspected (SCT 415684004: the score is above the threshold but no
   region was found, "fracture suspected, not localised") or Absent (SCT 2667000), the score (SCT
   246262008 "Score") and the threshold it was compared with (DCM 122411 "Threshold Value"), the model
-  (algorithm name = bundle name, version = bundle version, parameters: weights and image head sha256,
+  (algorithm name = bundle name, version = bundle version, parameters: weights sha256, image and
   pixel threshold, the spacing used). The score's source of measurement (TID 300 "INFERRED FROM", TID
   320) is the whole image, as a SCOORD POLYLINE along the image's border selected from the X-ray: a
   viewer that draws measurement groups (OHIF) has coordinates for this group too;
@@ -87,13 +87,11 @@ class ModelInfo:
     image_threshold: float
     pixel_threshold: float
     weights_sha256: str | None = None
-    image_head_sha256: str | None = None
     trained: bool = True
 
     @classmethod
-    def of(cls, predictor: Any, image_score: float | None = None) -> ModelInfo:
-        """From a :class:`~fracseg.inference.predictor.Predictor` and one prediction's head score (which
-        decides whether the head's or the top-pixel threshold applied)."""
+    def of(cls, predictor: Any) -> ModelInfo:
+        """From a :class:`~fracseg.inference.predictor.Predictor`."""
         from fracseg.inference.predictor import DEFAULT_BUNDLE
 
         bundle = Path(getattr(predictor, "bundle", DEFAULT_BUNDLE))
@@ -105,10 +103,9 @@ class ModelInfo:
         return cls(
             name=str(metadata.get("name") or "fracseg"),
             version=str(metadata.get("version") or __version__),
-            image_threshold=float(predictor.rule.image_threshold(image_score)),
+            image_threshold=float(predictor.rule.score_threshold),
             pixel_threshold=float(predictor.rule.threshold),
             weights_sha256=weights if weights and weights != "untrained" else None,
-            image_head_sha256=getattr(predictor, "image_head_sha256", None),
             trained=bool(getattr(predictor, "trained", True)),
         )
 
@@ -238,8 +235,6 @@ def dicom_sr_dataset(
         f"pixel threshold {model.pixel_threshold:g}",
         f"weights sha256 {model.weights_sha256 or 'none (untrained model)'}",
     ]
-    if model.image_head_sha256:
-        parameters.append(f"image head sha256 {model.image_head_sha256}")
     parameters.append(
         "area in pixels: the source has no valid pixel spacing"
         if spacing is None

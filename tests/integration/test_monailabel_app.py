@@ -209,11 +209,7 @@ def test_next_sample_least_sure_is_the_unlabeled_image_closest_to_the_threshold(
     predictions = {
         i: predictor.predict(server.datastore / objects[i]["image"]["info"]["name"]) for i in unlabeled
     }
-    # the threshold the rule applies to each answer (the image head's, where its probability is the score)
-    distance = {
-        i: abs(p.fracture_score - predictor.rule.image_threshold(p.image_score))
-        for i, p in predictions.items()
-    }
+    distance = {i: abs(p.fracture_score - predictor.rule.score_threshold) for i, p in predictions.items()}
     answer = client.next_sample("least_sure", {})
     assert answer["id"] == min(unlabeled, key=lambda i: (distance[i], i))
     assert 0.0 <= answer["uncertainty"] <= 1.0

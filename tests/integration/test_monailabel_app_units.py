@@ -214,25 +214,24 @@ def scoring():
         sys.path.remove(str(APP))
 
 
-def test_scoring_key_follows_the_head_file_that_inference_json_names(scoring, tmp_path) -> None:
-    """The cached least-sure scores are keyed on the head the rule names, wherever it lies."""
+def test_scoring_key_follows_the_weights_and_the_rule(scoring, tmp_path) -> None:
+    """The cached least-sure scores are keyed on the weights and on the rule's file: either changing gives
+    a new key; any other file of the bundle copy does not."""
     bundle = _fake_bundle(tmp_path / "model", "0.9.0", b"weights")
-    (bundle / "heads").mkdir()
-    (bundle / "heads" / "head.pt").write_bytes(b"head-1")
     shipped = json.loads((REPO / "bundle" / "configs" / "inference.json").read_text())
     config = bundle / "configs" / "inference.json"
-    config.write_text(json.dumps({**shipped, "image_head": "heads/head.pt"}))
-    assert scoring.scored_files(bundle)["image_head"] == bundle / "heads" / "head.pt"
+    config.write_text(json.dumps(shipped))
+    assert set(scoring.scored_files(bundle)) == {"weights", "rule"}
     first = scoring.scoring_key(bundle)
-    (bundle / "models" / "image_head.pt").write_bytes(b"not the named head")
+    (bundle / "models" / "image_head.pt").write_bytes(b"not a file the answer depends on")
     assert scoring.scoring_key(bundle) == first
-    (bundle / "heads" / "head.pt").write_bytes(b"head-2")
+    moved = {**shipped["decision_rule"], "threshold": 0.9}
+    config.write_text(json.dumps({**shipped, "decision_rule": moved}))
     second = scoring.scoring_key(bundle)
     assert second != first
     # A digest the caller already has gives the same key as hashing the weights again.
     from fracseg.io import file_sha256
 
     assert scoring.scoring_key(bundle, weights_sha256=file_sha256(bundle / "models" / "model.pt")) == second
-    config.write_text(json.dumps({**shipped, "image_head": None}))
-    assert scoring.scored_files(bundle)["image_head"] is None
+    (bundle / "models" / "model.pt").write_bytes(b"fine-tuned weights")
     assert scoring.scoring_key(bundle) not in (first, second)

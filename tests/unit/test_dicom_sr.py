@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from fracseg.errors import ImageReadError
-from fracseg.inference.decision import DecisionRule, decide
+from fracseg.inference.decision import Decision, DecisionRule, decide
 from fracseg.io.dicom_seg import write_dicom_seg
 from fracseg.io.dicom_sr import ModelInfo, sr_path_for, write_dicom_sr
 from tests.helpers.dciodvfy import dciodvfy_errors
@@ -143,9 +143,8 @@ def test_suspected_not_localised_and_absent_have_a_dicom_form(tmp_path) -> None:
     """Score above the threshold with an empty mask ("fracture suspected, not localised") and "absent"
     are both stated, with the score and the threshold; neither has a region group."""
     ds = make_dataset(np.zeros((40, 60), np.uint16))
-    head_rule = DecisionRule(threshold=0.95, image_head_threshold=0.4, head_decides=True)
-    suspected = decide(_probability(40, 60), head_rule, image_score=0.61)
-    assert suspected.fracture_present and not suspected.regions
+    empty = np.zeros((40, 60), np.int32)  # an image-level "yes" without a region (no rule gives one today)
+    suspected = Decision(mask=empty > 0, labels=empty, fracture_score=0.61, fracture_present=True)
     (tmp_path / "s").mkdir()
     model = ModelInfo(name="m", version="1", image_threshold=0.4, pixel_threshold=0.95)
     seg_path, sr_path = _write(tmp_path / "s", ds, suspected, model)

@@ -36,14 +36,13 @@ def test_predictor_parts_are_the_configs_and_arguments_override_it() -> None:
     assert isinstance(predictor.inferer, GuidedInferer)
     assert predictor.inferer.precision == parser.get_parsed_content("inferer").precision == RAW["precision"]
     assert predictor.spatial_size == RAW["spatial_size"] and predictor.mirror is RAW["mirror"]
-    assert predictor.inferer.image_head is None  # untrained: no head, whatever the bundle names
     changed = Predictor(weights=None, threshold=0.33, mirror=False, precision="bf16")
     assert changed.rule.threshold == 0.33
     assert changed.mirror is False and changed.precision.name == "bf16"
-    rule = DecisionRule(threshold=0.4, score_threshold=0.1, image_head_threshold=0.6)
+    rule = DecisionRule(threshold=0.4, score_threshold=0.1, score_top_pixels=16)
     own = Predictor(weights=None, rule=rule, threshold=0.9)  # the whole rule wins over threshold
     assert own.rule == rule
-    assert own.inferer.score_threshold == 0.1 and own.inferer.image_head_threshold == 0.6
+    assert own.inferer.score_threshold == 0.1 and own.inferer.score_top_pixels == 16
 
 
 def test_preprocessing_must_start_by_loading() -> None:
@@ -60,11 +59,14 @@ def test_preprocessing_must_start_by_loading() -> None:
 
 def test_an_app_copy_of_an_older_config_still_builds_its_inferer() -> None:
     """A MONAI Label app keeps its bundle copy when its weights were fine-tuned; configs before 0.10.3 give
-    the inferer the rule's thresholds as loose arguments: the same fp32 re-check results."""
+    the inferer the rule's thresholds as loose arguments (and the image head's, now ignored): the same fp32
+    re-check results; a rule of 0.10.x with the head's settings builds without them."""
     old = GuidedInferer(
         score_threshold=0.07, score_top_pixels=256, image_head_threshold=0.42, fp32_margin=0.02
     )
     rule = DecisionRule(score_threshold=0.07, score_top_pixels=256, image_head_threshold=0.42)
+    assert rule == DecisionRule(score_threshold=0.07, score_top_pixels=256)
+    assert DecisionRule.from_config({"score_threshold": 0.07, "head_decides": True}).score_threshold == 0.07
     assert old.recheck == GuidedInferer(rule=rule, fp32_margin=0.02).recheck
     with pytest.raises(TypeError, match="unexpected arguments"):
         GuidedInferer(rule=rule, score_threshold=0.1)

@@ -11,18 +11,7 @@ import torch
 from fracseg.inference.bundle import DEFAULT_BUNDLE, inference_config
 from fracseg.inference.decision import DecisionRule
 from fracseg.inference.inferer import GuidedInferer
-from fracseg.networks.image_head import FeatureTap, attach_image_head
-from tests.helpers.image_head import letterboxed, random_head, tiny_generator
-
-
-def _network_with_head() -> torch.nn.Module:
-    network = tiny_generator()
-    tap = FeatureTap(network)
-    with torch.no_grad():
-        network(torch.cat([letterboxed((64, 50), seed=5), torch.zeros(1, 2, 64, 64)], dim=1))
-    tap.remove()
-    attach_image_head(network, random_head(tap.collected[0].shape[1]))
-    return network
+from tests.helpers.tiny_network import letterboxed, tiny_generator
 
 
 def _counting(network: torch.nn.Module) -> list[int]:
@@ -32,9 +21,8 @@ def _counting(network: torch.nn.Module) -> list[int]:
     return passes
 
 
-@pytest.mark.parametrize("head", [False, True], ids=["mask-only", "with-head"])
-def test_an_image_costs_two_passes_with_the_mirror_and_one_without(head: bool) -> None:
-    network = _network_with_head() if head else tiny_generator()
+def test_an_image_costs_two_passes_with_the_mirror_and_one_without() -> None:
+    network = tiny_generator()
     passes = _counting(network)
     x = letterboxed((64, 50), seed=5)
     with torch.no_grad():
@@ -73,11 +61,20 @@ def test_fp32_recheck_recomputes_a_borderline_bf16_answer_in_fp32() -> None:
     assert far.rechecked == 0 and len(passes) == 6
 
 
-def test_settings_of_a_0_10_app_copy_are_ignored_with_a_warning(caplog) -> None:
+def test_settings_of_an_older_app_copy_are_ignored_with_a_warning(caplog) -> None:
+    """A MONAI Label app's kept bundle copy of 0.10.x-0.11.0 names the image head, its views and the
+    weights it was fitted for: the inferer builds, ignores them and says so."""
     with caplog.at_level(logging.WARNING):
-        inferer = GuidedInferer(mirror=True, head_views=[[8.0, 1.0]], fp32_own_view=True)
-    assert "head_views" in caplog.text and "fp32_own_view" in caplog.text
-    assert not hasattr(inferer, "head_views")
+        inferer = GuidedInferer(
+            mirror=True, head_views=[[8.0, 1.0]], fp32_own_view=True, image_head="models/h.pt", weights="x"
+        )
+    for name in ("head_views", "fp32_own_view", "image_head"):
+        assert name in caplog.text
+        assert not hasattr(inferer, name)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        GuidedInferer(mirror=True, image_head=None, weights="models/model.pt")  # 0.11.0: no head named
+    assert not caplog.text
     with pytest.raises(TypeError, match="unexpected"):
         GuidedInferer(mirror=True, views=[[8.0, 1.0]])
 
@@ -86,9 +83,10 @@ def test_shipped_bundle_runs_two_fp32_passes_per_image() -> None:
     """Issue 26's budget: at most four network passes per image; the shipped bundle needs two (image and
     mirror), in fp32, so there is no bf16 answer to re-check."""
     config = json.loads((DEFAULT_BUNDLE / "configs" / "inference.json").read_text())
-    assert not {"head_views", "fp32_own_view"} & (set(config) | set(config["inferer"]))
+    gone = {"head_views", "fp32_own_view", "image_head", "image_head_path"}
+    assert not gone & (set(config) | set(config["inferer"]) | set(config["decision_rule"]))
     inferer = inference_config(DEFAULT_BUNDLE).get_parsed_content("inferer")
-    assert inferer.mirror is True and inferer.precision == "fp32" and inferer.image_head is None
+    assert inferer.mirror is True and inferer.precision == "fp32"
     assert inferer.channels_last  # thread-count invariant fp32 answers
     network = tiny_generator()
     passes = _counting(network)

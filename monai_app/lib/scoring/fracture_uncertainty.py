@@ -4,10 +4,10 @@ The shared decision rule calls an image fractured when ``fracture_score >= score
 whose score lies at that threshold is the one the model is least sure of, and the one whose label
 teaches it most about its decision. Scores come from :class:`fracseg.inference.predictor.Predictor`
 (the predictor ``fracseg infer`` uses) with the app's current weights, and are kept in each image's
-datastore info under :data:`INFO_KEY`, tagged with :func:`scoring_key` (the weights, the image head and
-the decision rule of the bundle copy) so that they are recomputed whenever any of these changed: after
-training changed the weights, and after an upgraded bundle copy brought a new head or rule (a new
-threshold moves every uncertainty, which a record keyed on the weights alone would keep).
+datastore info under :data:`INFO_KEY`, tagged with :func:`scoring_key` (the weights and the decision
+rule of the bundle copy) so that they are recomputed whenever either changed: after training changed the
+weights, and after an upgraded bundle copy brought a new rule (a new threshold moves every uncertainty,
+which a record keyed on the weights alone would keep).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
 from fracseg.errors import ImageReadError
-from fracseg.inference.bundle import inference_config
 from fracseg.inference.decision import DecisionRule
 from fracseg.inference.predictor import Predictor
 from fracseg.io import file_sha256
@@ -33,16 +32,13 @@ logger = logging.getLogger(__name__)
 INFO_KEY = "fracture_uncertainty"
 #: The weights the app scores with (relative to the bundle copy).
 WEIGHTS = "models/model.pt"
-#: The rule's file (relative to the bundle copy); it also names the image head file.
+#: The rule's file (relative to the bundle copy).
 RULE = "configs/inference.json"
 
 
 def scored_files(bundle: Path) -> dict[str, Path | None]:
-    """The files a score depends on: the weights, the decision rule and the image head that rule names
-    (``None`` where ``inference.json`` names none)."""
-    head = inference_config(bundle).get_parsed_content("image_head_path")
-    image_head = None if head is None else Path(head)
-    return {"weights": bundle / WEIGHTS, "rule": bundle / RULE, "image_head": image_head}
+    """The files a score depends on: the weights and the decision rule."""
+    return {"weights": bundle / WEIGHTS, "rule": bundle / RULE}
 
 
 def scoring_key(bundle: Path, weights_sha256: str | None = None) -> str:
@@ -58,10 +54,9 @@ def scoring_key(bundle: Path, weights_sha256: str | None = None) -> str:
     return digest.hexdigest()
 
 
-def uncertainty(fracture_score: float, rule: DecisionRule, image_score: float | None = None) -> float:
-    """1 at the image threshold, falling linearly to 0 at the farthest possible score (0 or 1); the threshold
-    is the one the rule applies to this answer (the image head's where ``image_score`` is its score)."""
-    threshold = rule.image_threshold(image_score)
+def uncertainty(fracture_score: float, rule: DecisionRule) -> float:
+    """1 at the rule's image threshold, falling linearly to 0 at the farthest possible score (0 or 1)."""
+    threshold = rule.score_threshold
     span = max(threshold, 1.0 - threshold, 1e-6)
     return float(max(0.0, 1.0 - abs(fracture_score - threshold) / span))
 
@@ -96,9 +91,7 @@ class FractureUncertainty(ScoringMethod):
                 continue
             record = {
                 "fracture_score": round(prediction.fracture_score, 6),
-                "uncertainty": round(
-                    uncertainty(prediction.fracture_score, predictor.rule, prediction.image_score), 6
-                ),
+                "uncertainty": round(uncertainty(prediction.fracture_score, predictor.rule), 6),
                 "weights": sha,
                 "model": key,
                 "ts": int(time.time()),

@@ -1,4 +1,4 @@
-"""A tiny generator, letterboxed random images and a random image head for the image-head tests."""
+"""A tiny generator and letterboxed random images for the inferer tests."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ import torch
 from monai.transforms import Compose
 
 from fracseg.networks import build_generator
-from fracseg.networks.image_head import ImageHead
 from fracseg.transforms import letterbox_transforms
 
 CHANNELS = (4, 8, 16)
-#: the innermost skip connection's output: the last down block's channels beside the bottom's
-DEEPEST = CHANNELS[-2] + CHANNELS[-1]
 
 
 def tiny_generator(seed: int = 0) -> torch.nn.Module:
@@ -25,13 +22,3 @@ def letterboxed(shape: tuple[int, int], side: int = 64, seed: int = 0) -> torch.
     rng = np.random.default_rng(seed)
     image = {"image": torch.as_tensor(rng.uniform(0.05, 1.0, (1, *shape)), dtype=torch.float32)}
     return Compose(letterbox_transforms(spatial_size=side))(image)["image"].as_tensor()[None]
-
-
-def random_head(features: int, seed: int = 1) -> ImageHead:
-    g = torch.Generator().manual_seed(seed)
-    return ImageHead(
-        torch.randn(features, generator=g),
-        torch.rand(features, generator=g) + 0.5,
-        torch.randn(features, generator=g),
-        0.3,
-    )
