@@ -12,7 +12,10 @@ collects, at every validation run, the per-image probability maps and reports:
   when the validation set has both (``val_keys`` with ``negatives_valid``).
 
 Each row of ``path`` (JSON lines) also carries the trainer's epoch and iteration, the wall time since the
-run started, and the training time (wall time less the time spent validating), continued across a resume.
+run started, and the training time (wall time less the time spent validating), continued across a resume:
+both clocks are part of the epoch checkpoint (put the curve in the ``CheckpointSaver``'s ``save_dict``), so a
+run stopped between validations keeps the time it trained; without that state they continue from the last
+row of ``path``.
 The values are also put into the evaluator's ``state.metrics`` so the stats and TensorBoard handlers log
 them.
 """
@@ -154,6 +157,7 @@ class LearningCurve:
         self._started: float | None = None
         self._validating_since: float | None = None
         self._validation_seconds = 0.0
+        self._clocks_restored = False
         self.stats = CurveStats(score_top_pixels)
 
     def attach(self, trainer: Engine, evaluator: Engine) -> None:
@@ -170,9 +174,25 @@ class LearningCurve:
             lines = [ln for ln in self.path.read_text(encoding="utf-8").splitlines() if ln.strip()]
             self.rows = [json.loads(ln) for ln in lines]
             self.rows = [r for r in self.rows if r["iteration"] <= engine.state.iteration]
-            if self.rows:
+            if self.rows and not self._clocks_restored:
                 self._wall_offset = float(self.rows[-1]["wall_seconds"])
                 self._train_offset = float(self.rows[-1]["train_seconds"])
+
+    def clocks(self) -> tuple[float, float]:
+        """Wall and training seconds of the run so far, earlier sittings included."""
+        elapsed = time.monotonic() - self._started if self._started is not None else 0.0
+        return self._wall_offset + elapsed, self._train_offset + elapsed - self._validation_seconds
+
+    def state_dict(self) -> dict[str, float]:
+        """The clocks, for the epoch checkpoint (plain floats: loads with ``weights_only=True``)."""
+        wall, train = self.clocks()
+        return {"wall_seconds": wall, "train_seconds": train}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        """Continue the clocks of a checkpoint (called by the resume handler at ``STARTED``)."""
+        self._wall_offset = float(state["wall_seconds"])
+        self._train_offset = float(state["train_seconds"])
+        self._clocks_restored = True
 
     def _on_validation_started(self, engine: Engine) -> None:
         self.stats.reset()
@@ -198,17 +218,12 @@ class LearningCurve:
             self._validation_seconds += now - self._validating_since
         values = self.compute()
         engine.state.metrics.update({k: v for k, v in values.items() if k != "val_images"})
-        wall = self._wall_offset + (now - self._started if self._started is not None else 0.0)
+        wall, train = self.clocks()
         row = {
             "epoch": int(self._trainer.state.epoch),
             "iteration": int(self._trainer.state.iteration),
             "wall_seconds": round(wall, 1),
-            "train_seconds": round(
-                self._train_offset
-                + (now - self._started if self._started is not None else 0.0)
-                - self._validation_seconds,
-                1,
-            ),
+            "train_seconds": round(train, 1),
             **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in values.items()},
         }
         self.rows.append(row)

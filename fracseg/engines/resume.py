@@ -13,7 +13,7 @@ import os
 import pickle
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,8 @@ class ResumeFromLatest:
             :class:`RngState`).
         enabled: ``False`` starts from scratch even if checkpoints exist.
         map_location: passed to ``torch.load``.
+        optional_keys: entries of ``load_dict`` a checkpoint may lack (state added after it was written,
+            such as the learning curve's clocks); they are left as they are. Any other missing entry fails.
     """
 
     def __init__(
@@ -101,24 +103,36 @@ class ResumeFromLatest:
         load_dict: Mapping[str, Any],
         enabled: bool = True,
         map_location: str | torch.device | None = "cpu",
+        optional_keys: Sequence[str] = (),
     ) -> None:
         self.folder = Path(folder)
         self.load_dict = dict(load_dict)
         self.enabled = enabled
         self.map_location = map_location
+        self.optional_keys = frozenset(optional_keys)
         self.resumed_from: Path | None = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self)
 
+    def _entries_in(self, path: Path) -> dict[str, Any]:
+        """``load_dict`` less the optional entries ``path`` does not hold."""
+        if not self.optional_keys:
+            return self.load_dict
+        saved = torch.load(path, map_location="cpu", weights_only=True).keys()
+        absent = sorted(self.optional_keys.intersection(self.load_dict).difference(saved))
+        if absent:
+            logger.info("%s holds no %s: left as initialised", path.name, ", ".join(absent))
+        return {k: v for k, v in self.load_dict.items() if k not in absent}
+
     def __call__(self, engine: Engine) -> None:
         if not self.enabled:
             return
         for path in checkpoints_newest_first(self.folder):
-            loader = CheckpointLoader(
-                load_path=str(path), load_dict=self.load_dict, map_location=self.map_location
-            )
             try:
+                loader = CheckpointLoader(
+                    load_path=str(path), load_dict=self._entries_in(path), map_location=self.map_location
+                )
                 loader(engine)
             except (EOFError, RuntimeError, pickle.UnpicklingError) as exc:
                 # A checkpoint cut short by a kill (written by a non-atomic saver): keep it aside and use the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from ignite.engine import Engine, Events
 
 from fracseg.engines import LearningCurve
 from fracseg.engines.curves import pixel_average_precision
+from fracseg.engines.resume import AtomicCheckpointSaver, ResumeFromLatest
 
 
 def _case(rng: np.random.Generator, fractured: bool, signal: float) -> tuple[np.ndarray, np.ndarray]:
@@ -90,3 +92,51 @@ def test_rows_are_written_per_validation_with_training_time(tmp_path) -> None:
     resumed.run([0], max_epochs=3)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(rows) == 3 and rows[2]["wall_seconds"] >= rows[1]["wall_seconds"]
+
+
+def test_clocks_travel_in_the_checkpoint_of_a_run_stopped_between_validations(tmp_path) -> None:
+    """A sitting stopped before its first validation keeps its training time: the clocks are in the
+    checkpoint, not only in the last curves.jsonl row (which this sitting never wrote)."""
+    rng = np.random.default_rng(4)
+    cases = [_case(rng, fractured=i % 2 == 0, signal=0.7) for i in range(2)]
+    maps = [(torch.from_numpy(prob)[None], torch.from_numpy(label)[None]) for prob, label in cases]
+    evaluator = Engine(lambda engine, i: {"prob": maps[i][0], "label": maps[i][1]})
+    path, ckpt = tmp_path / "curves.jsonl", tmp_path / "ckpt"
+
+    def sitting(max_epochs: int, save_dict_has_curve: bool = True) -> tuple[Engine, LearningCurve]:
+        trainer = Engine(lambda engine, batch: time.sleep(0.15))
+        curve = LearningCurve(path)
+        objects = {"trainer": trainer, **({"curve": curve} if save_dict_has_curve else {})}
+        ResumeFromLatest(ckpt, {"trainer": trainer, "curve": curve}, optional_keys=["curve"]).attach(trainer)
+        saver = AtomicCheckpointSaver(save_dir=str(ckpt), save_dict=objects, save_interval=1, n_saved=1)
+        saver.attach(trainer)
+        curve.attach(trainer, evaluator)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED(every=2), lambda e: evaluator.run(range(2)))
+        trainer.run([0, 1], max_epochs=max_epochs)
+        return trainer, curve
+
+    sitting(1)  # 0.3 s of training, stopped before the epoch-2 validation: no row written
+    assert not path.exists()
+    assert torch.load(ckpt / "checkpoint_epoch=1.pt", weights_only=True)["curve"]["train_seconds"] >= 0.3
+    sitting(2)
+    (row,) = [json.loads(line) for line in path.read_text().splitlines()]
+    assert row["epoch"] == 2 and row["train_seconds"] >= 0.6  # both sittings' epochs
+    # a checkpoint written before the curve was saved in it still resumes (the clocks then follow the rows)
+    for old in ckpt.iterdir():
+        old.unlink()
+    trainer, curve = sitting(3, save_dict_has_curve=False)
+    assert trainer.state.epoch == 3 and curve.clocks()[1] >= 0.3
+    sitting(4)
+    assert len(path.read_text().splitlines()) == 2
+
+
+def test_resume_refuses_a_checkpoint_that_lacks_a_required_entry(tmp_path) -> None:
+    trainer = Engine(lambda engine, batch: None)
+    saved = {"trainer": trainer, "curve": LearningCurve(tmp_path / "curves.jsonl")}
+    AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict=saved, save_interval=1).attach(trainer)
+    trainer.run([0], max_epochs=1)
+    resumed = Engine(lambda engine, batch: None)
+    wanted = {"trainer": resumed, "model": torch.nn.Linear(2, 2)}
+    ResumeFromLatest(tmp_path, wanted, optional_keys=["curve"]).attach(resumed)
+    with pytest.raises(ValueError, match="model"):
+        resumed.run([0], max_epochs=2)
