@@ -23,6 +23,17 @@ def shared_data() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def prepared_shared(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``ensure_prepared`` of the shared FracAtlas once per test process (masks of 2,656 images, ~15 s on
+    one core), for the in-process ``fracseg evaluate`` tests (``--prepared``). Tests must not modify it."""
+    from fracseg.data import ensure_prepared
+
+    out = tmp_path_factory.mktemp("prepared_shared")
+    ensure_prepared(shared_data / "fracatlas", out)
+    return out
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (``make test`` runs two workers on two cores) each worker and every process it
     starts computes on one thread: two workers with two OpenMP threads each spin against each other (three

@@ -25,7 +25,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_evaluate_valid_writes_metrics_report_and_rows_that_match_the_predictor(
-    tmp_path, shared_data
+    tmp_path, shared_data, prepared_shared
 ) -> None:
     out = tmp_path / "eval"
     code = main(
@@ -39,6 +39,8 @@ def test_evaluate_valid_writes_metrics_report_and_rows_that_match_the_predictor(
             "--calibrate",
             "-o",
             str(out),
+            "--prepared",
+            str(prepared_shared),
             "--quiet",
         ]
     )
@@ -58,7 +60,7 @@ def test_evaluate_valid_writes_metrics_report_and_rows_that_match_the_predictor(
     assert [int(r["fractured"]) for r in rows] == [1, 1, 1, 0, 0, 0]
 
     # Recompute one fractured image by hand: the CSV must hold the same Dice and instance count.
-    datalist = json.loads((out / "prepared" / "datalist.json").read_text())
+    datalist = json.loads((prepared_shared / "datalist.json").read_text())
     entry = datalist["validation"][0]
     pred = Predictor().predict(entry["image"])
     truth = np.asarray(Image.open(entry["label"])) > 0
@@ -83,9 +85,8 @@ def test_evaluate_test_split_of_a_full_release_layout_uses_held_out_negatives(tm
     assert [r["image_id"] for r in rows] == expected and rows[0]["image_id"] == "F5"
 
 
-def test_evaluate_names_a_split_the_dataset_lacks(tmp_path, shared_data, caplog) -> None:
-    code = main(
-        ["evaluate", str(shared_data / "fracatlas"), "--split", "test", "-o", str(tmp_path), "--quiet"]
-    )
+def test_evaluate_names_a_split_the_dataset_lacks(tmp_path, shared_data, prepared_shared, caplog) -> None:
+    args = ["evaluate", str(shared_data / "fracatlas"), "--split", "test", "-o", str(tmp_path)]
+    code = main([*args, "--prepared", str(prepared_shared), "--quiet"])
     assert code == 2
     assert "split 'test' is not in this dataset" in caplog.text

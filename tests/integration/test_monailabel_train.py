@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from fracseg.data import ensure_prepared
 from fracseg.networks import build_generator
 
 pytestmark = pytest.mark.integration
@@ -32,13 +31,12 @@ class _Datastore:
         return self.items
 
 
-def test_monailabel_bundle_train_task_runs_and_fine_tunes(tmp_path, shared_data) -> None:
+def test_monailabel_bundle_train_task_runs_and_fine_tunes(tmp_path, prepared_shared) -> None:
     from monailabel.tasks.train.bundle import BundleTrainTask
 
     bundle = tmp_path / "fracseg_bundle"
     shutil.copytree(REPO / "bundle", bundle, ignore=shutil.ignore_patterns("runs", "model.pt"))
-    prepared = ensure_prepared(shared_data / "fracatlas", tmp_path / "prepared")
-    entries = json.loads(Path(prepared).read_text())["validation"][:8]
+    entries = json.loads((prepared_shared / "datalist.json").read_text())["validation"][:8]
     store = _Datastore([{"image": e["image"], "label": e["label"]} for e in entries])
 
     class FracsegTrainTask(BundleTrainTask):

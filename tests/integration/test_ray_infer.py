@@ -1,10 +1,10 @@
 """``fracseg infer --ray``: a local 2-worker Ray gives the single-process answers, and loses nothing when a
 worker is killed mid-run.
 
-The generated folder holds 40 FracAtlas images re-encoded at other sizes and formats (PNG and JPEG, two
-sub-folders) plus one corrupt file; it runs with ``--no-mirror`` (one network pass per
-image) to keep the suite fast, while the sample folder (JPEG and DICOM) runs with the shipped settings.
-Ray is the private local instance ``--ray`` starts: loopback only, checked while it runs.
+The generated folder holds 16 FracAtlas images re-encoded at other sizes and formats (PNG and JPEG, two
+sub-folders) plus one corrupt file; it runs with ``--no-mirror`` (one network pass per image) under the
+private local Ray that ``--ray`` starts (loopback only, checked while it runs), a worker killed mid-run.
+The sample folder (JPEG and DICOM) runs with the shipped settings on a Ray cluster started beforehand.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fracseg.cli import main
 from fracseg.inference.records import RECORDS_DIR
 from fracseg.io.atomic import is_temporary
 
@@ -32,11 +33,8 @@ SAMPLES = REPO / "data" / "samples"
 FAST = ["--no-mirror"]
 #: What may differ between two runs of the same image: the time it took.
 VOLATILE = {"seconds"}
-
-
-def _infer(inputs: list[Path], output: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "fracseg", "infer", *map(str, inputs), "-o", str(output), "--quiet", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
+#: Images in the generated folder (half fractured), besides its one corrupt file.
+GENERATED = 16
 
 
 def _rows(output: Path) -> dict[str, dict[str, str]]:
@@ -61,11 +59,13 @@ def _temporaries(output: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def generated(shared_data, tmp_path_factory) -> Path:
-    """40 re-encoded FracAtlas images in two sub-folders, and one truncated file."""
+    """16 re-encoded FracAtlas images in two sub-folders, and one truncated file."""
     root = tmp_path_factory.mktemp("generated")
     rng = np.random.default_rng(7)
-    sources = sorted((shared_data / "fracatlas" / "images" / "Fractured").glob("*.jpg"))[:20]
-    sources += sorted((shared_data / "fracatlas" / "images" / "Non_fractured").glob("*.jpg"))[:20]
+    sources = sorted((shared_data / "fracatlas" / "images" / "Fractured").glob("*.jpg"))[: GENERATED // 2]
+    sources += sorted((shared_data / "fracatlas" / "images" / "Non_fractured").glob("*.jpg"))[
+        : GENERATED // 2
+    ]
     for i, src in enumerate(sources):
         image = Image.open(src).convert("L")
         scale = float(rng.uniform(0.6, 1.2))
@@ -78,11 +78,16 @@ def generated(shared_data, tmp_path_factory) -> Path:
     return root
 
 
+def _infer_here(inputs: list[Path], output: Path, *extra: str) -> int:
+    """``fracseg infer`` without Ray, in this process: the console script's ``main``, without paying for a
+    fresh interpreter's torch/monai imports."""
+    return main(["infer", *map(str, inputs), "-o", str(output), "--quiet", *extra])
+
+
 @pytest.fixture(scope="module")
 def single_process(generated, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("single")
-    proc = _infer([generated], out, *FAST)
-    assert proc.returncode == 1, proc.stderr[-3000:]  # the corrupt file, and only it
+    assert _infer_here([generated], out, *FAST) == 1  # the corrupt file, and only it
     return out
 
 
@@ -90,8 +95,7 @@ def single_process(generated, tmp_path_factory) -> Path:
 def plain_samples(tmp_path_factory) -> Path:
     """The samples (JPEG and DICOM) in one process with the shipped settings (mirror, fp32)."""
     out = tmp_path_factory.mktemp("plain")
-    proc = _infer([SAMPLES], out)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _infer_here([SAMPLES], out) == 0
     return out
 
 
@@ -114,22 +118,13 @@ def _listening_addresses(pids: set[int]) -> list[str]:
     return [line.split()[3] for line in out.splitlines() if any(f"pid={pid}," in line for pid in pids)]
 
 
-def test_ray_gives_the_single_process_answers(plain_samples, tmp_path) -> None:
-    # The shipped settings (mirror, fp32) on JPEG and DICOM samples.
-    ray = tmp_path / "ray"
-    proc = _infer([SAMPLES], ray, "--ray", "--workers", "2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Ray: 2 worker(s)" in proc.stderr
-    _assert_same_outputs(plain_samples, ray)
-    assert len(_rows(ray)) == 5
-
-    # (the 41 generated inputs under the private Ray: test_killed_worker_loses_nothing_..., which checks the
-    # same rows, masks, overlays and error after a worker is killed mid-run)
-
-
 def test_killed_worker_loses_nothing_and_resume_completes_the_rest(
     generated, single_process, tmp_path
 ) -> None:
+    """The private Ray gives the single-process answers even with a worker killed mid-run. (A separate run
+    of the samples under the private Ray was merged into this test and test_ray_cluster_by_address: the
+    samples with the shipped settings run there under Ray, the private instance runs here; each run costs
+    three interpreters' torch/monai imports.)"""
     out = tmp_path / "ray"
     before = set(_ray_processes())
     cmd = [sys.executable, "-m", "fracseg", "infer", str(generated), "-o", str(out), "--quiet", *FAST]
@@ -154,7 +149,7 @@ def test_killed_worker_loses_nothing_and_resume_completes_the_rest(
             run.kill()
     assert killed is not None, "the run ended before a worker could be killed"
     assert run.returncode == 1, stderr[-3000:]  # the corrupt file
-    assert "Ray worker died" in stderr
+    assert "Ray: 2 worker(s)" in stderr and "Ray worker died" in stderr
     # Ray's own servers listened on loopback only.
     assert addresses and all(a.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")) for a in addresses), (
         addresses
@@ -164,13 +159,13 @@ def test_killed_worker_loses_nothing_and_resume_completes_the_rest(
     # nothing half-written is left behind.
     _assert_same_outputs(single_process, out)
     rows = _rows(out)
-    assert len(rows) == 41
+    assert len(rows) == GENERATED + 1
     assert [r["image"] for r in rows.values() if r["error"]] == [str(generated / "jpeg" / "corrupt.jpg")]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["images"] == 41 and summary["failed"] == 1
+    assert summary["images"] == GENERATED + 1 and summary["failed"] == 1
     assert _temporaries(out) == []
-    assert len(list((out / RECORDS_DIR).rglob("*.json"))) == 40
-    assert len(list(out.rglob("*_mask.png"))) == 40
+    assert len(list((out / RECORDS_DIR).rglob("*.json"))) == GENERATED
+    assert len(list(out.rglob("*_mask.png"))) == GENERATED
 
     # Resume: lose three images' results; the rerun redoes those three only.
     lost = sorted((out / RECORDS_DIR).rglob("*.json"))[:3]
@@ -181,7 +176,7 @@ def test_killed_worker_loses_nothing_and_resume_completes_the_rest(
         [*cmd, "--ray", "--workers", "2"], capture_output=True, text=True, timeout=600, cwd=REPO
     )
     assert rerun.returncode == 1, rerun.stderr[-3000:]
-    assert "37 of 41 inputs already done" in rerun.stderr
+    assert f"{GENERATED - 3} of {GENERATED + 1} inputs already done" in rerun.stderr
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
     assert all(p.exists() for p in lost)
     _assert_same_outputs(single_process, out)
@@ -195,8 +190,8 @@ def test_killed_worker_loses_nothing_and_resume_completes_the_rest(
 def test_ray_cluster_by_address(plain_samples, tmp_path) -> None:
     """``ray start --head`` (in a private network namespace: loopback only), then ``--ray ADDRESS``: the run
     joins that cluster instead of starting its own, with the single-process answers; ``ray stop`` after.
-    It runs the samples (shipped settings): the 41 generated inputs, sub-folders and the corrupt file are
-    the killed-worker test's, under the private Ray."""
+    It runs the samples (JPEG and DICOM, shipped settings: mirror, fp32): the generated inputs, sub-folders
+    and the corrupt file are the killed-worker test's, under the private Ray."""
     ray_cli = Path(sys.executable).parent / "ray"
     out = tmp_path / "cluster"
     infer = [sys.executable, "-m", "fracseg", "infer", str(SAMPLES), "-o", str(out), "--quiet"]

@@ -16,12 +16,14 @@ from fracseg.cli import main
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 
-def test_report_html_renders_headings_tables_and_figures(tmp_path: Path, shared_data: Path) -> None:
+def test_report_html_renders_headings_tables_and_figures(
+    tmp_path: Path, shared_data: Path, prepared_shared: Path
+) -> None:
     from playwright.sync_api import sync_playwright
 
     out = tmp_path / "eval"
     args = ["evaluate", str(shared_data / "fracatlas"), "--split", "valid", "--limit", "3", "-o", str(out)]
-    assert main([*args, "--quiet"]) == 0
+    assert main([*args, "--prepared", str(prepared_shared), "--quiet"]) == 0
     page_html = (out / "report.html").read_text(encoding="utf-8")
     assert "## " not in page_html and "|---|" not in page_html  # no raw Markdown left
     chromium = shutil.which("chromium")
