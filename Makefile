@@ -83,12 +83,15 @@ system-tools:
 	fi
 
 ## Lint, then the whole test suite (reads ../shared/data like CI) on two pytest-xdist workers: each test file runs
-## whole on one worker (module fixtures are built once), each worker computes on one thread (tests/conftest.py).
+## whole on one worker (module fixtures are built once), each worker computes on one thread (tests/conftest.py);
+## files go out in collection order, the longest first (tests/conftest.py LONGEST_FIRST), not xdist's
+## most-tests-first reorder, which left the few-test long files running alone at the end.
 TEST_WORKERS ?= 2
 test: $(STAMP) system-tools ohif
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	  --durations=15
 
 ## The unit tier only (no shipped-model runs, servers, browser or Orthanc): a few minutes.
 test-fast: $(STAMP)
