@@ -132,9 +132,13 @@ def find_regions(
     labels = np.zeros(raw.shape, dtype=np.int32)
     if count == 0:
         return labels, []
-    index = np.arange(1, count + 1)
-    sizes = np.bincount(raw.ravel(), minlength=count + 1)[1:]
-    means = np.atleast_1d(ndimage.mean(probability, raw, index))
+    # Sizes and mean probabilities from the labelled pixels only (ndimage.mean bins the whole image: 90 ms
+    # on a 3-megapixel CR); the same float64 sums in the same order, so the same means.
+    inside = raw > 0
+    region_of = raw[inside]
+    sizes = np.bincount(region_of, minlength=count + 1)[1:]
+    sums = np.bincount(region_of, weights=np.asarray(probability)[inside], minlength=count + 1)[1:]
+    means = sums / sizes
     boxes = ndimage.find_objects(raw)
     keep = np.flatnonzero(sizes >= max(1, min_pixels))
     keep = keep[np.lexsort((keep, -means[keep]))]  # confidence descending, then raw label

@@ -128,6 +128,27 @@ def test_decision_rule_scores_regions_and_gates_the_mask() -> None:
     assert gated.fracture_score == pytest.approx(0.95)
 
 
+def test_region_confidences_equal_scipy_means_exactly() -> None:
+    """find_regions bins only the labelled pixels; its means must be ndimage.mean's, bit for bit."""
+    from scipy import ndimage
+
+    from fracseg.inference.decision import CONNECTIVITY
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        h, w = (int(v) for v in rng.integers(5, 200, 2))
+        prob = ndimage.gaussian_filter(rng.random((h, w), dtype=np.float32), 2.0).astype(np.float32)
+        mask = prob > np.quantile(prob, 0.9)
+        raw, count = ndimage.label(mask, structure=CONNECTIVITY)
+        expected = np.atleast_1d(ndimage.mean(prob, raw, np.arange(1, count + 1)))
+        labels, regions = find_regions(mask, prob)
+        assert len(regions) == count
+        for region in regions:
+            (first,) = raw[labels == region.label][:1]
+            assert region.confidence == float(expected[first - 1])
+            assert region.pixels == int((raw == first).sum())
+
+
 def test_decision_rule_reads_the_bundle_keys() -> None:
     rule = DecisionRule.from_config({"threshold": 0.4, "score_threshold": 0.7, "score_top_pixels": 64})
     assert rule == DecisionRule(threshold=0.4, score_threshold=0.7, score_top_pixels=64, min_region_pixels=0)
