@@ -132,8 +132,8 @@ def find_regions(
     labels = np.zeros(raw.shape, dtype=np.int32)
     if count == 0:
         return labels, []
-    # Sizes and mean probabilities from the labelled pixels only (ndimage.mean bins the whole image: 90 ms
-    # on a 3-megapixel CR); the same float64 sums in the same order, so the same means.
+    # Sizes and mean probabilities from the labelled pixels only (ndimage.mean bins every pixel of the
+    # image); the same float64 sums in the same order, so the same means.
     inside = raw > 0
     region_of = raw[inside]
     sizes = np.bincount(region_of, minlength=count + 1)[1:]
