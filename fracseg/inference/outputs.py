@@ -44,24 +44,50 @@ def overlay_rgb(
     m = np.asarray(mask) > 0
     out = np.empty((*m.shape, 3), dtype=np.uint8)
     # Block by block (same values as all at once): float32 RGB of a 6000x6000 image would take 432 MB.
+    # The grey is converted once per pixel and copied into the three channels; only the masked pixels
+    # are blended in float32 (the same float32 arithmetic as blending a float RGB copy of the image).
     for start in range(0, m.shape[0], CHUNK_ROWS):
         rows = slice(start, start + CHUNK_ROWS)
         grey = (np.clip(base[rows], 0.0, 1.0) if normalized else base[rows]) * 255.0
-        rgb = np.repeat(grey[..., None], 3, axis=2)
+        block = out[rows]
+        grey_u8 = grey.clip(0, 255).astype(np.uint8)
+        for channel in range(3):  # three strided copies: several times faster than broadcasting
+            block[..., channel] = grey_u8
         inside = m[rows]
-        rgb[inside] = (1 - alpha) * rgb[inside] + alpha * FILL_RGB
-        out[rows] = rgb.clip(0, 255).astype(np.uint8)
-    out[mask_outline(m, per_pixels=400)] = OUTLINE_RGB
+        if inside.any():
+            tinted = (1 - alpha) * grey[inside][:, None] + alpha * FILL_RGB
+            block[inside] = tinted.clip(0, 255).astype(np.uint8)
+    window, band = _outline_band(m, per_pixels=400)
+    if window is not None:
+        out[window][band] = OUTLINE_RGB
     return out
 
 
 def mask_outline(mask: np.ndarray, per_pixels: int = 400) -> np.ndarray:
     """The boundary band of ``mask``: one pixel of width per ``per_pixels`` of the longer side, at least 1."""
     m = np.asarray(mask) > 0
-    if not m.any():
-        return m
+    window, band = _outline_band(m, per_pixels)
+    out = np.zeros_like(m)
+    if window is not None:
+        out[window] = band
+    return out
+
+
+def _outline_band(m: np.ndarray, per_pixels: int) -> tuple[tuple[slice, slice] | None, np.ndarray | None]:
+    """``(window, band)``: the outline of boolean ``m`` within ``m[window]``, the bounding box of the mask
+    (``(None, None)`` for an empty mask).
+
+    Eroding the bounding box alone gives the same band as eroding the whole image: every pixel outside
+    the box is False, which is what :func:`scipy.ndimage.binary_erosion` assumes beyond an array's border
+    (``border_value=0``). It spares the full-size erosion (tens of ms on a 3-megapixel CR).
+    """
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    if rows.size == 0:
+        return None, None
     width = max(1, round(max(m.shape) / per_pixels))
-    return m & ~ndimage.binary_erosion(m, iterations=width)
+    window = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    crop = m[window]
+    return window, crop & ~ndimage.binary_erosion(crop, iterations=width)
 
 
 def write_overlay_png(

@@ -50,3 +50,41 @@ def test_overlay_of_a_big_image_needs_no_full_size_float_rgb() -> None:
     assert peak < 3 * out.nbytes, f"peak {peak / 2**20:.0f} MB for a {out.nbytes / 2**20:.0f} MB overlay"
     grey = image * 255.0
     np.testing.assert_array_equal(out[0, 0], np.repeat(grey[0, 0], 3).astype(np.uint8))
+
+
+def _reference_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.35) -> np.ndarray:
+    """The overlay computed the plain way: a float32 RGB copy of the whole image, blended, then the
+    outline from an erosion of the whole mask."""
+    from scipy import ndimage
+
+    from fracseg.inference.outputs import FILL_RGB
+
+    rgb = np.repeat((np.clip(image, 0.0, 1.0) * 255.0)[..., None], 3, axis=2)
+    rgb[mask] = (1 - alpha) * rgb[mask] + alpha * FILL_RGB
+    out = rgb.clip(0, 255).astype(np.uint8)
+    width = max(1, round(max(mask.shape) / 400))
+    out[mask & ~ndimage.binary_erosion(mask, iterations=width)] = OUTLINE_RGB
+    return out
+
+
+def test_overlay_and_outline_equal_the_whole_image_computation() -> None:
+    """The overlay blends only the masked pixels and erodes only the mask's bounding box; both must give
+    exactly what blending a float RGB copy and eroding the whole image give, at the borders too."""
+    from scipy import ndimage
+
+    from fracseg.inference.outputs import mask_outline
+
+    rng = np.random.default_rng(3)
+    for case in range(24):
+        h, w = (int(v) for v in rng.integers(1, 600, 2))
+        image = rng.uniform(-0.1, 1.1, (h, w)).astype(np.float32)
+        mask = rng.random((h, w)) < (0.0, 0.002, 0.3, 1.0)[case % 4]
+        if case % 3 == 0:  # blobs, some touching the image border
+            mask = ndimage.binary_dilation(mask, iterations=4)
+        np.testing.assert_array_equal(
+            overlay_rgb(image, mask, normalized=True), _reference_overlay(image, mask)
+        )
+        for per_pixels in (400, 60, 5):
+            width = max(1, round(max(h, w) / per_pixels))
+            expected = mask & ~ndimage.binary_erosion(mask, iterations=width)
+            np.testing.assert_array_equal(mask_outline(mask, per_pixels), expected)
