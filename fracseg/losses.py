@@ -12,16 +12,9 @@ from enum import StrEnum
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from monai.losses import DiceCELoss, DiceFocalLoss
+from monai.losses import DiceCELoss
 
 logger = logging.getLogger(__name__)
-
-
-class SegmentationLossKind(StrEnum):
-    """Which MONAI compound loss :class:`SegmentationLoss` uses."""
-
-    DICE_CE = "dice_ce"
-    DICE_FOCAL = "dice_focal"
 
 
 class AdversarialMode(StrEnum):
@@ -32,133 +25,37 @@ class AdversarialMode(StrEnum):
     BCE = "bce"
 
 
-def _soft_erode(x: torch.Tensor) -> torch.Tensor:
-    """Grey-level erosion with a 3x3 cross (min over the 4-neighbourhood)."""
-    p1 = -F.max_pool2d(-x, (3, 1), (1, 1), (1, 0))
-    p2 = -F.max_pool2d(-x, (1, 3), (1, 1), (0, 1))
-    return torch.min(p1, p2)
-
-
-def _soft_dilate(x: torch.Tensor) -> torch.Tensor:
-    return F.max_pool2d(x, (3, 3), (1, 1), (1, 1))
-
-
-def soft_skeleton(x: torch.Tensor, iterations: int = 10) -> torch.Tensor:
-    """Differentiable morphological skeleton of a ``(B, C, H, W)`` probability map.
-
-    Soft skeletonisation of Shit et al., "clDice", CVPR 2021: iterated soft erosion and opening
-    by min/max pooling.
-    """
-    opened = _soft_dilate(_soft_erode(x))
-    skel = F.relu(x - opened)
-    for _ in range(iterations):
-        x = _soft_erode(x)
-        opened = _soft_dilate(_soft_erode(x))
-        delta = F.relu(x - opened)
-        skel = skel + F.relu(delta - skel * delta)
-    return skel
-
-
-def soft_cldice_loss(
-    prob: torch.Tensor, target: torch.Tensor, iterations: int = 10, smooth: float = 1.0
-) -> torch.Tensor:
-    """Soft clDice loss ``1 - clDice`` between probabilities and a binary target, both ``(B, 1, H, W)``.
-
-    Topology precision is the fraction of the predicted skeleton inside the target; topology sensitivity
-    the fraction of the target skeleton inside the prediction. Suited to thin structures like fracture lines.
-    """
-    skel_pred = soft_skeleton(prob, iterations)
-    skel_true = soft_skeleton(target, iterations)
-    t_prec = ((skel_pred * target).sum() + smooth) / (skel_pred.sum() + smooth)
-    t_sens = ((skel_true * prob).sum() + smooth) / (skel_true.sum() + smooth)
-    return 1.0 - 2.0 * t_prec * t_sens / (t_prec + t_sens)
-
-
-def image_score_loss(logits: torch.Tensor, target: torch.Tensor, top_k: int = 256) -> torch.Tensor:
-    """Image-level (multiple-instance) loss: BCE of each image's top-k mean probability vs fracture presence.
-
-    The image's score is the mean of its ``top_k`` highest pixel probabilities, as the shipped
-    ``fracture_score`` is computed (:mod:`fracseg.inference.decision`); the label is 1 when the target
-    has any fracture pixel. Dice and cross-entropy spread their gradient over all pixels; this term
-    acts on the few pixels that decide the image-level answer: it lifts the strongest response of a
-    fractured image that the pixel losses left near 0 and pushes down the strongest response on normal
-    bone, which is what the image-level AUROC measures.
-
-    Args:
-        logits: ``(B, 1, H, W)`` logits.
-        target: ``(B, 1, H, W)`` ground truth in {0, 1}.
-        top_k: pixels averaged per image (capped at the image's pixel count).
-
-    Returns:
-        Scalar mean BCE over the batch, computed in fp32.
-    """
-    prob = torch.sigmoid(logits.float()).flatten(1)
-    k = max(1, min(int(top_k), prob.shape[1]))
-    score = prob.topk(k, dim=1).values.mean(dim=1)
-    present = (target.flatten(1).amax(dim=1) > 0).to(score.dtype)
-    eps = 1e-6
-    return F.binary_cross_entropy(score.clamp(eps, 1.0 - eps), present)
-
-
 class SegmentationLoss(torch.nn.Module):
-    """Dice + cross-entropy (or Dice + focal) on logits with a sigmoid, plus an optional soft clDice term.
+    """Dice + cross-entropy on logits with a sigmoid (MONAI ``DiceCELoss``), Dice over the whole batch.
+
+    Batch Dice is stabler than per-image Dice when many images of a batch have no fracture pixel.
+    (clDice, focal and an image-level multiple-instance term were options here until 0.11.1; none was
+    used by a shipped recipe, and the image-level term did not pay across the five folds:
+    ``bundle/docs/studies/0.11.1-cv-image-level-term.md``.)
 
     Args:
-        kind: ``"dice_ce"`` (MONAI ``DiceCELoss``) or ``"dice_focal"`` (MONAI ``DiceFocalLoss``).
         lambda_dice: weight of the Dice term.
-        lambda_other: weight of the cross-entropy (or focal) term.
-        cldice_weight: weight of the soft clDice term on ``sigmoid(logits)``; 0 disables it.
-        cldice_iterations: skeletonisation iterations (about half the thickest structure's width in pixels).
+        lambda_ce: weight of the cross-entropy term.
         smooth: Dice smoothing added to numerator and denominator.
-        batch: compute Dice over the whole batch rather than per image (stabler when many images have
-            no fracture).
-        image_weight: weight of :func:`image_score_loss` (image-level BCE on the top-k mean probability);
-            0 disables it.
-        image_top_k: pixels in that score.
+        batch: compute Dice over the whole batch rather than per image.
     """
 
     def __init__(
-        self,
-        kind: SegmentationLossKind | str = SegmentationLossKind.DICE_CE,
-        lambda_dice: float = 1.0,
-        lambda_other: float = 1.0,
-        cldice_weight: float = 0.0,
-        cldice_iterations: int = 10,
-        smooth: float = 1e-5,
-        batch: bool = True,
-        image_weight: float = 0.0,
-        image_top_k: int = 256,
+        self, lambda_dice: float = 1.0, lambda_ce: float = 1.0, smooth: float = 1e-5, batch: bool = True
     ) -> None:
         super().__init__()
-        self.kind = SegmentationLossKind(kind)
-        common = {
-            "sigmoid": True,
-            "smooth_nr": smooth,
-            "smooth_dr": smooth,
-            "batch": batch,
-            "lambda_dice": lambda_dice,
-        }
-        self.base: torch.nn.Module
-        if self.kind is SegmentationLossKind.DICE_CE:
-            self.base = DiceCELoss(lambda_ce=lambda_other, **common)
-        else:
-            self.base = DiceFocalLoss(lambda_focal=lambda_other, **common)
-        self.cldice_weight = cldice_weight
-        self.cldice_iterations = cldice_iterations
-        self.image_weight = float(image_weight)
-        self.image_top_k = int(image_top_k)
+        self.base = DiceCELoss(
+            sigmoid=True,
+            smooth_nr=smooth,
+            smooth_dr=smooth,
+            batch=batch,
+            lambda_dice=lambda_dice,
+            lambda_ce=lambda_ce,
+        )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Scalar loss of ``(B, 1, H, W)`` logits against a ``(B, 1, H, W)`` target in {0, 1}."""
-        target = target.to(logits.dtype)
-        loss = self.base(logits, target)
-        if self.cldice_weight > 0:
-            loss = loss + self.cldice_weight * soft_cldice_loss(
-                torch.sigmoid(logits), target, self.cldice_iterations
-            )
-        if self.image_weight > 0:
-            loss = loss + self.image_weight * image_score_loss(logits, target, self.image_top_k)
-        return loss
+        return self.base(logits, target.to(logits.dtype))
 
 
 class AdversarialLoss(torch.nn.Module):

@@ -12,6 +12,7 @@ between sittings on different machines).
 
     python scripts/train_cv.py --until 21:05                    # folds 0-4, then the release run
     python scripts/train_cv.py --folds 0 1 --no-release --until 20:30 -- --seed 1   # extra bundle args
+    python scripts/train_cv.py --cv-dir runs/cv6 --crops-epochs 60 --until 20:55    # a longer stage 1 only
 
 The cross-fitted figures come afterwards from ``fracseg evaluate --cv <cv_dir>``.
 """
@@ -52,8 +53,8 @@ def finished(directory: Path, epochs: int) -> bool:
 
 def stage_epochs(configs: list[str], extra: list[str]) -> int:
     """A stage's epochs: those of the last of its configs that sets them, or ``--epochs`` in ``extra``."""
-    if "--epochs" in extra:
-        return int(extra[extra.index("--epochs") + 1])
+    if "--epochs" in extra:  # the last one, as the bundle's command line reads them
+        return int(extra[len(extra) - 1 - extra[::-1].index("--epochs") + 1])
     epochs = [json.loads((ROOT / c).read_text()).get("epochs") for c in configs]
     return next(e for e in reversed(epochs) if e is not None)
 
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cv-dir", type=Path, default=Path("runs/cv"))
     parser.add_argument("--dataset-dir", default="../shared/data/fracatlas")
     parser.add_argument("--until", help="HH:MM local time: stop (at an epoch boundary) before then")
+    parser.add_argument(
+        "--crops-epochs", type=int, help="stage 1's epochs (its cosine follows), instead of train_cv.json's"
+    )
     parser.add_argument("extra", nargs="*", help="further bundle arguments, after --")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -98,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 def run_stage(args: argparse.Namespace, fold: int, name: str, configs: list[str], out: Path) -> int | None:
     """Train (or continue) one stage of one fold; ``None`` when it is finished and exported, else the exit
     status the script should end with (0: stopped by the deadline)."""
-    epochs = stage_epochs(configs, args.extra)
+    extra = list(args.extra)
+    if name == "crops" and args.crops_epochs:
+        extra += ["--epochs", str(args.crops_epochs)]
+    epochs = stage_epochs(configs, extra)
     if finished(out, epochs):
         logger.info("fold %d %s: finished (epoch %d), skipped", fold, name, epochs)
         return None if (out / "model.pt").is_file() else export_last_epoch(out) or None
@@ -114,7 +121,7 @@ def run_stage(args: argparse.Namespace, fold: int, name: str, configs: list[str]
         "--cv_dir", str(args.cv_dir),
         "--cv_fold", str(fold),
         "--time_budget_s", str(budget),
-        *args.extra,
+        *extra,
     ]  # fmt: skip
     with (args.cv_dir / "commands.log").open("a", encoding="utf-8") as log:
         stamp = dt.datetime.now().isoformat(timespec="seconds")

@@ -450,7 +450,6 @@ def test_finetune_overlay_continues_from_weights_supervised_with_negatives(
     start = build_generator(channels=TINY_CHANNELS)
     torch.save({"model": start.state_dict()}, tmp_path / "start.pt")
     overrides["init_weights"] = str(tmp_path / "start.pt")
-    overrides["image_loss_weight"] = 0.5  # as the 0.8.0 step ran it (--image_loss_weight 0.5)
     configs = [CONFIGS / "train.json", CONFIGS / "train_cpu.json", CONFIGS / "train_cpu_finetune.json"]
     workflow = ConfigWorkflow(
         config_file=[str(f) for f in configs],
@@ -462,8 +461,6 @@ def test_finetune_overlay_continues_from_weights_supervised_with_negatives(
     parser = workflow.parser
     assert parser.get_parsed_content("train_keys") == recipe["train_keys"] == ["training", "negatives_train"]
     assert parser.get_parsed_content("adversarial_weight") == 0.0
-    loss = parser.get_parsed_content("loss")
-    assert (loss.image_weight, loss.image_top_k) == (0.5, 256)
     assert parser.get_parsed_content("datalist") == str(prepared / "datalist.json")
     trainer = parser.get_parsed_content("train#trainer")
     network = parser.get_parsed_content("network")

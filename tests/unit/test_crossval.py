@@ -144,14 +144,20 @@ def test_fold_weights_are_the_export_else_the_newest_checkpoint(tmp_path) -> Non
     assert fold_weights(tmp_path, 2) == tmp_path / "fold2" / "model.pt"
 
 
-def test_a_stage_with_only_its_export_counts_as_finished(tmp_path) -> None:
-    """A finished stage kept as its ``model.pt`` alone (its checkpoints left on another machine) is not
-    trained again by ``scripts/train_cv.py``; a stage with only an earlier epoch's checkpoint is."""
+def _train_cv_script():
+    """``scripts/train_cv.py`` as a module (scripts are not a package)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("train_cv", "scripts/train_cv.py")
-    train_cv = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_cv)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_stage_with_only_its_export_counts_as_finished(tmp_path) -> None:
+    """A finished stage kept as its ``model.pt`` alone (its checkpoints left on another machine) is not
+    trained again by ``scripts/train_cv.py``; a stage with only an earlier epoch's checkpoint is."""
+    train_cv = _train_cv_script()
     ckpts = tmp_path / "fold1" / "checkpoints"
     ckpts.mkdir(parents=True)
     (ckpts / "checkpoint_epoch=20.pt").write_bytes(b"x")
@@ -168,3 +174,28 @@ def test_a_stage_with_only_its_export_counts_as_finished(tmp_path) -> None:
     assert train_cv.stage_epochs(configs1, []) == json.loads(Path(configs1[-1]).read_text())["epochs"]
     assert train_cv.stage_epochs(configs2, []) == json.loads(Path(configs2[-1]).read_text())["epochs"]
     assert train_cv.stage_epochs(configs2, ["--epochs", "3"]) == 3
+    assert train_cv.stage_epochs(configs2, ["--epochs", "3", "--seed", "1", "--epochs", "5"]) == 5
+
+
+def test_crops_epochs_reach_stage_1_only(tmp_path, monkeypatch) -> None:
+    """``--crops-epochs`` lengthens stage 1 (its command, and the epoch that counts as finished) and leaves
+    stage 2 at ``train_cv_whole.json``'s epochs; every command goes to ``commands.log``."""
+    train_cv = _train_cv_script()
+    commands: list[list[str]] = []
+    monkeypatch.setattr(train_cv.subprocess, "call", lambda cmd, **_: commands.append(cmd) or 0)
+    args = ["--cv-dir", str(tmp_path), "--folds", "0", "--no-release", "--crops-epochs", "60"]
+    # nothing trained yet: stage 1 runs with --epochs 60; no epoch-60 checkpoint appears, so it stops there
+    assert train_cv.main(args) == 0
+    assert len(commands) == 1 and commands[0][-2:] == ["--epochs", "60"]
+    # an epoch-30 checkpoint (train_cv.json's epochs) does not finish a 60-epoch stage 1
+    ckpts = tmp_path / "fold0" / "crops" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    (ckpts / "checkpoint_epoch=30.pt").write_bytes(b"x")
+    assert train_cv.main(args) == 0
+    assert len(commands) == 2 and commands[1][-2:] == ["--epochs", "60"]
+    # stage 1 exported: stage 2 runs without --epochs (train_cv_whole.json's 6)
+    (tmp_path / "fold0" / "crops" / "model.pt").write_bytes(b"x")
+    assert train_cv.main(args) == 0
+    assert len(commands) == 3 and "--epochs" not in commands[2]
+    assert "train_cv_whole.json" in " ".join(commands[2])
+    assert len((tmp_path / "commands.log").read_text().splitlines()) == 3
