@@ -54,7 +54,8 @@ def finished(directory: Path, epochs: int) -> bool:
 def stage_epochs(configs: list[str], extra: list[str]) -> int:
     """A stage's epochs: those of the last of its configs that sets them, or ``--epochs`` in ``extra``."""
     if "--epochs" in extra:  # the last one, as the bundle's command line reads them
-        return int(extra[len(extra) - 1 - extra[::-1].index("--epochs") + 1])
+        last = max(i for i, arg in enumerate(extra) if arg == "--epochs")
+        return int(extra[last + 1])
     epochs = [json.loads((ROOT / c).read_text()).get("epochs") for c in configs]
     return next(e for e in reversed(epochs) if e is not None)
 
